@@ -1,0 +1,1 @@
+"""tap-codat-commerce: a Singer tap for Codat's Commerce API."""

@@ -1,0 +1,63 @@
+"""A local Codat-compatible API server: quick-start default, test target, load generator.
+
+The tap never imports this package; it only talks HTTP to it.
+"""
+
+from __future__ import annotations
+
+import threading
+from types import TracebackType
+
+from .server import SandboxHTTPServer, build_server
+from .world import Settings
+
+__all__ = ["Sandbox", "Settings"]
+
+
+class Sandbox:
+    """Run the sandbox in a background thread: ``with Sandbox(Settings(orders=10)) as sb: ...``."""
+
+    def __init__(self, settings: Settings | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.settings = settings or Settings()
+        self.server: SandboxHTTPServer = build_server(self.settings, host, port)
+        self.app = self.server.sandbox
+        self._threads: list[threading.Thread] = []
+        self._stopped = threading.Event()
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def api_key(self) -> str:
+        return self.settings.key
+
+    def start(self) -> Sandbox:
+        serve = threading.Thread(target=self.server.serve_forever, name="codat-sandbox", daemon=True)
+        serve.start()
+        self._threads.append(serve)
+        if self.settings.change_every > 0:
+            ticker = threading.Thread(target=self._tick, name="codat-sandbox-clock", daemon=True)
+            ticker.start()
+            self._threads.append(ticker)
+        return self
+
+    def _tick(self) -> None:
+        while not self._stopped.wait(self.settings.change_every):
+            with self.app.world.lock:
+                self.app.world.advance()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.server.shutdown()
+        self.server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,85 @@
+"""``tap-codat-commerce-sandbox``: start the local Codat-compatible server."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from . import Sandbox
+from .world import Settings
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _non_negative(kind: type) -> object:
+    def check(text: str) -> float | int:
+        value = kind(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError("must not be negative")
+        return value
+    return check
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tap-codat-commerce-sandbox",
+                                description="A local Codat-compatible API (Platform + Commerce) on loopback.")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=4010, help="port (default 4010; 0 picks a free one)")
+    p.add_argument("--seed", type=int, default=42, help="seed for all generated data and faults (default 42)")
+    p.add_argument("--api-key", help="the API key clients must send (default: derived from the seed)")
+    size = p.add_argument_group("size")
+    size.add_argument("--companies", type=_non_negative(int), default=3,
+                      help="pre-seeded companies, each with a linked commerce connection (default 3)")
+    size.add_argument("--orders", type=_non_negative(int), default=500,
+                      help="orders per connection; other data types scale with it (default 500)")
+    size.add_argument("--accounting-every", type=_non_negative(int), default=3,
+                      help="every Nth pre-seeded company also has a linked accounting connection (0: none)")
+    size.add_argument("--sync-delay", type=_non_negative(float), default=1.0,
+                      help="seconds a queued sync takes to reach Complete (default 1; 0 = instant)")
+    size.add_argument("--change-every", type=_non_negative(float), default=0.0,
+                      help="advance the clock every S seconds: update and add records (default off)")
+    faults = p.add_argument_group("limits and faults (all off by default, deterministic per seed)")
+    faults.add_argument("--latency-ms", type=_non_negative(float), default=0.0, help="added to every API response")
+    faults.add_argument("--error-rate", type=_rate, default=0.0, help="share of requests answered 500/503")
+    faults.add_argument("--drop-rate", type=_rate, default=0.0, help="share of connections dropped unanswered")
+    faults.add_argument("--truncate-rate", type=_rate, default=0.0, help="share of 200 bodies cut in half")
+    faults.add_argument("--concurrency-limit", type=_non_negative(int), default=0,
+                        help="requests in flight per company before 429 (Codat's is 10; 0 = off)")
+    faults.add_argument("--rate-limit", dest="rate_limit_per_minute", type=_non_negative(int), default=0,
+                        help="requests per minute before 429 with Retry-After (0 = off)")
+    faults.add_argument("--daily-quota", type=_non_negative(int), default=0,
+                        help="requests per day before 429 with Retry-After until midnight UTC (0 = off)")
+    faults.add_argument("--retry-after", type=_non_negative(float), default=1.0,
+                        help="Retry-After seconds sent with concurrency 429s (default 1)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(parser().parse_args(argv))
+    host, port = args.pop("host"), args.pop("port")
+    try:
+        sandbox = Sandbox(Settings(**args), host, port)
+    except OSError as exc:
+        print(f"tap-codat-commerce-sandbox: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    sandbox.start()
+    print(f"Codat sandbox listening on {sandbox.base_url}", flush=True)
+    print(f"base_url={sandbox.base_url}", flush=True)
+    print(f"api_key={sandbox.api_key}", flush=True)
+    stop.wait()
+    sandbox.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

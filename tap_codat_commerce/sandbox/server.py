@@ -1,0 +1,636 @@
+"""The sandbox's HTTP server: Codat's routes, paging, auth, limits and faults."""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
+
+import orjson
+
+from .catalog import (
+    COMMERCE_DATA_TYPES,
+    COMMERCE_PLATFORMS,
+    DATA_TYPE_OF_PATH,
+    OTHER_DATA_TYPES,
+    PLATFORM_BY_KEY,
+    PLATFORMS,
+)
+from .query import QueryError, matches, modified_range, parse, parse_timestamp, resolve
+from .records import Collection, mix
+from .world import COMPANY_NAME_CHARS, ApiError, Settings, World
+
+MAX_PAGE_SIZE = 5000
+DEFAULT_PAGE_SIZE = 100
+SERVICE = "PublicApi"
+UUID = r"[0-9a-fA-F-]{36}"
+SEGMENT = r"[^/]+"
+_known_fields: dict[str, frozenset[str]] = {}
+
+
+class Response:
+    def __init__(self, status: int, body: Any = None, *, raw: bytes | None = None,
+                 content_type: str = "application/json", headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.body = raw if raw is not None else (b"" if body is None else orjson.dumps(body))
+        self.content_type = content_type
+        self.headers = headers or {}
+
+
+def error_body(status: int, message: str) -> dict[str, Any]:
+    return {"statusCode": status, "service": SERVICE, "error": message,
+            "correlationId": f"{mix(status, len(message)) & 0xFFFFFFFFFFFFFFFF:016x}",
+            "validation": None, "canBeRetried": "True" if status in (429, 500, 503) else "Unknown",
+            "detailedErrorCode": 0}
+
+
+def _int_param(params: dict[str, str], name: str, default: int) -> int:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ApiError(400, f"The value '{raw}' is not valid for {name}.") from None
+
+
+def page_request(params: dict[str, str]) -> tuple[int, int]:
+    page = _int_param(params, "page", 1)
+    size = _int_param(params, "pageSize", DEFAULT_PAGE_SIZE)
+    if page < 1:
+        raise ApiError(400, "Page must be greater than 0.")
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise ApiError(400, f"Page size must be between 1 and {MAX_PAGE_SIZE}.")
+    return page, size
+
+
+def envelope(results: list[Any], page: int, size: int, total: int, path: str,
+             params: dict[str, str]) -> dict[str, Any]:
+    extra = {k: params[k] for k in ("query", "orderBy") if params.get(k)}
+
+    def href(number: int) -> dict[str, str]:
+        return {"href": f"{path}?{urlencode({'page': number, 'pageSize': size, **extra}, quote_via=quote)}"}
+
+    links = {"self": {"href": path}, "current": href(page)}
+    if page * size < total:
+        links["next"] = href(page + 1)
+    if page > 1:
+        links["previous"] = href(page - 1)
+    return {"results": results, "pageNumber": page, "pageSize": size, "totalResults": total,
+            "_links": links}
+
+
+def _sort_key(field: str) -> Callable[[dict[str, Any]], tuple[int, Any]]:
+    def key(record: dict[str, Any]) -> tuple[int, Any]:
+        value = resolve(record, field)
+        if value is None:
+            return (2, "")
+        if isinstance(value, str):
+            ts = parse_timestamp(value)
+            return (0, ts) if ts is not None else (1, value.lower())
+        if isinstance(value, bool | int | float):
+            return (0, float(value))
+        return (1, str(value))
+    return key
+
+
+def query_list(items: list[dict[str, Any]], params: dict[str, str], path: str,
+               known: frozenset[str] | None = None) -> dict[str, Any]:
+    """Filter, order and page an in-memory list (companies, connections, history...)."""
+    page, size = page_request(params)
+    query = params.get("query")
+    if query:
+        node = parse(query, known)
+        items = [item for item in items if matches(node, item)]
+    order_by = params.get("orderBy")
+    if order_by:
+        field = order_by.lstrip("-")
+        items = sorted(items, key=_sort_key(field), reverse=order_by.startswith("-"))
+    start = (page - 1) * size
+    return envelope(items[start:start + size], page, size, len(items), path, params)
+
+
+def collection_page(collection: Collection, params: dict[str, str], path: str) -> dict[str, Any]:
+    """Page a commerce collection; a modifiedDate window is answered by index arithmetic."""
+    page, size = page_request(params)
+    known = _known_fields.get(collection.data_type)
+    if known is None:
+        known = _known_fields[collection.data_type] = frozenset(collection.generate(collection.owner, 0, 0, 0))
+    query = params.get("query")
+    node = parse(query, known) if query else None
+    order_by = params.get("orderBy") or ""
+    if order_by.lstrip("-") and order_by.lstrip("-").split(".")[0] not in known:
+        raise ApiError(400, f"Could not resolve property {order_by.lstrip('-')} on Dataset")
+    span = modified_range(node) if order_by in ("", "modifiedDate", "-modifiedDate") else None
+    start = (page - 1) * size
+    if span is not None:
+        total, index_at = collection.window(span)
+        stop = min(start + size, total)
+        if order_by.startswith("-"):
+            results = [collection.record(index_at(total - 1 - p)) for p in range(start, stop)]
+        else:
+            results = [collection.record(index_at(p)) for p in range(start, stop)]
+        return envelope(results, page, size, total, path, params)
+    records = [collection.record(i) for i in collection.natural_order()]
+    if node is not None:
+        records = [r for r in records if matches(node, r)]
+    if order_by:
+        records.sort(key=_sort_key(order_by.lstrip("-")), reverse=order_by.startswith("-"))
+    return envelope(records[start:start + size], page, size, len(records), path, params)
+
+
+def integration_json(platform: Any) -> dict[str, Any]:
+    features = []
+    if platform.source_type == "Commerce":
+        for data_type in COMMERCE_DATA_TYPES:
+            state = "Release" if data_type in platform.supported else "NotSupported"
+            features.append({"dataType": data_type,
+                             "supportedFeatures": [{"featureType": "Get", "featureState": state}]})
+    return {"key": platform.key, "logoUrl": f"https://static.codat.io/public/officialLogos/Full/{platform.key}.png",
+            "name": platform.name, "enabled": True, "sourceId": None, "sourceType": platform.source_type,
+            "integrationId": None, "isOfflineConnector": False, "isBeta": False,
+            "dataProvidedBy": platform.name, "datatypeFeatures": features}
+
+
+class Limits:
+    """Concurrency, per-minute and daily limits plus deterministic fault draws."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.lock = threading.Lock()
+        self.in_flight: Counter[str] = Counter()
+        self.max_in_flight: Counter[str] = Counter()
+        self.minute_start = time.monotonic()
+        self.minute_count = 0
+        self.day_count = 0
+        self.draws = 0
+        self.script: dict[str, Any] | None = None
+
+    def draw(self) -> float:
+        with self.lock:
+            self.draws += 1
+            return mix(self.settings.seed, self.draws) / 2**64
+
+    def daily_limit(self, companies: int) -> int:
+        return self.settings.daily_quota or 1000 * (1 + companies)
+
+    def headers(self, companies: int) -> dict[str, str]:
+        tomorrow = (datetime.now(UTC) + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        limit = self.daily_limit(companies)
+        return {"X-Rate-Limit-Limit": str(limit),
+                "X-Rate-Limit-Remaining": str(max(limit - self.day_count, 0)),
+                "X-Rate-Limit-Reset": format_datetime(tomorrow, usegmt=True)}
+
+    def admit(self, company_id: str | None) -> Response | None:
+        """A 429 or a scripted fault if this request must not be served, else None."""
+        s = self.settings
+        with self.lock:
+            self.day_count += 1
+            if self.script and self.script["after"] <= 0 < self.script["count"]:
+                self.script["count"] -= 1
+                status = self.script["status"]
+                return Response(status, error_body(status, self.script.get("message", "Injected fault")))
+            if self.script:
+                self.script["after"] -= 1
+            if s.daily_quota and self.day_count > s.daily_quota:
+                now = datetime.now(UTC)
+                midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+                return self._too_many(int((midnight - now).total_seconds()) + 1)
+            if s.rate_limit_per_minute:
+                elapsed = time.monotonic() - self.minute_start
+                if elapsed >= 60:
+                    self.minute_start, self.minute_count, elapsed = time.monotonic(), 0, 0.0
+                self.minute_count += 1
+                if self.minute_count > s.rate_limit_per_minute:
+                    return self._too_many(max(1, int(60 - elapsed + 0.999)))
+            if company_id and s.concurrency_limit and self.in_flight[company_id] >= s.concurrency_limit:
+                return self._too_many(s.retry_after)
+        return None
+
+    def _too_many(self, retry_after: float) -> Response:
+        return Response(429, error_body(429, "You have made too many requests in a given amount of time; "
+                                             "please retry later."),
+                        headers={"Retry-After": f"{retry_after:g}"})
+
+    @contextmanager
+    def flight(self, company_id: str | None) -> Iterator[None]:
+        if company_id is None:
+            yield
+            return
+        with self.lock:
+            self.in_flight[company_id] += 1
+            self.max_in_flight[company_id] = max(self.max_in_flight[company_id], self.in_flight[company_id])
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.in_flight[company_id] -= 1
+
+
+class Api:
+    """Codat's routes over a :class:`World`."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.routes: list[tuple[str, re.Pattern[str], Callable[..., Response]]] = []
+        c, k = f"(?P<company>{SEGMENT})", f"(?P<connection>{SEGMENT})"
+        for method, pattern, handler in (
+            ("GET", "/companies", self.list_companies),
+            ("POST", "/companies", self.create_company),
+            ("GET", f"/companies/{c}", self.get_company),
+            ("DELETE", f"/companies/{c}", self.delete_company),
+            ("GET", f"/companies/{c}/connections", self.list_connections),
+            ("POST", f"/companies/{c}/connections", self.create_connection),
+            ("GET", f"/companies/{c}/connections/{k}", self.get_connection),
+            ("PATCH", f"/companies/{c}/connections/{k}", self.patch_connection),
+            ("DELETE", f"/companies/{c}/connections/{k}", self.delete_connection),
+            ("GET", f"/companies/{c}/connections/{k}/data/(?P<path>{SEGMENT})", self.commerce_data),
+            ("GET", "/integrations", self.list_integrations),
+            ("GET", "/integrations/(?P<key>[^/]+)", self.get_integration),
+            ("GET", "/profile/syncSettings", self.get_profile_settings),
+            ("POST", "/profile/syncSettings", self.set_profile_settings),
+            ("GET", f"/companies/{c}/syncSettings", self.get_company_settings),
+            ("POST", f"/companies/{c}/syncSettings", self.set_company_settings),
+            ("GET", f"/companies/{c}/dataStatus", self.data_status),
+            ("GET", f"/companies/{c}/data/history", self.list_history),
+            ("GET", f"/companies/{c}/data/history/(?P<dataset>{SEGMENT})", self.get_history),
+            ("POST", f"/companies/{c}/data/all", self.refresh_all),
+            ("POST", f"/companies/{c}/data/queue/(?P<data_type>{SEGMENT})", self.refresh_one),
+        ):
+            self.routes.append((method, re.compile(pattern + "$"), handler))
+
+    def route(self, method: str, path: str) -> tuple[Callable[..., Response], dict[str, str]] | None:
+        found_path = False
+        for route_method, pattern, handler in self.routes:
+            match = pattern.match(path)
+            if match:
+                found_path = True
+                if route_method == method:
+                    return handler, match.groupdict()
+        if found_path:
+            raise ApiError(405, f"The method {method} is not allowed for this resource.")
+        return None
+
+    # --- companies --------------------------------------------------------------------------
+    def list_companies(self, params: dict[str, str], body: Any) -> Response:
+        items = [c.to_json() for c in self.world.companies.values()]
+        return Response(200, query_list(items, params, "/companies"))
+
+    def create_company(self, params: dict[str, str], body: Any) -> Response:
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+            raise ApiError(400, "Company name is required.")
+        name = "".join(ch for ch in body["name"] if ch in COMPANY_NAME_CHARS).strip()
+        if not name:
+            raise ApiError(400, "Company name must contain at least one valid character.")
+        tags = body.get("tags") or {}
+        if not isinstance(tags, dict) or len(tags) > 10 or not all(
+                isinstance(k, str) and 1 <= len(k) <= 27 and isinstance(v, str) and len(v) <= 100
+                for k, v in tags.items()):
+            raise ApiError(400, "Tags must be at most 10 string pairs (keys 1-27, values up to 100 characters).")
+        description = body.get("description")
+        company = self.world.create_company(name, description if isinstance(description, str) else None, tags)
+        return Response(200, company.to_json())
+
+    def get_company(self, params: dict[str, str], body: Any, company: str) -> Response:
+        return Response(200, self.world.company(company).to_json())
+
+    def delete_company(self, params: dict[str, str], body: Any, company: str) -> Response:
+        self.world.company(company)
+        del self.world.companies[company]
+        return Response(204)
+
+    # --- connections ------------------------------------------------------------------------
+    def list_connections(self, params: dict[str, str], body: Any, company: str) -> Response:
+        items = [c.to_json() for c in self.world.company(company).connections.values()]
+        return Response(200, query_list(items, params, f"/companies/{company}/connections"))
+
+    def create_connection(self, params: dict[str, str], body: Any, company: str) -> Response:
+        target = self.world.company(company)
+        key = body.get("platformKey") if isinstance(body, dict) else None
+        if not isinstance(key, str) or not re.fullmatch(r"[a-z]{4}", key):
+            raise ApiError(400, "platformKey must be four lowercase letters.")
+        return Response(200, self.world.create_connection(target, key).to_json())
+
+    def get_connection(self, params: dict[str, str], body: Any, company: str, connection: str) -> Response:
+        return Response(200, self.world.connection(company, connection).to_json())
+
+    def patch_connection(self, params: dict[str, str], body: Any, company: str, connection: str) -> Response:
+        target = self.world.connection(company, connection)
+        if not isinstance(body, dict) or body.get("status") != "Unlinked":
+            raise ApiError(400, "Only {\"status\": \"Unlinked\"} can be set.")
+        if target.status != "Linked":
+            raise ApiError(400, "Only Linked connections can be unlinked.")
+        target.status = "Unlinked"
+        return Response(200, target.to_json())
+
+    def delete_connection(self, params: dict[str, str], body: Any, company: str, connection: str) -> Response:
+        self.world.connection(company, connection)
+        del self.world.companies[company].connections[connection]
+        return Response(200)
+
+    # --- commerce data ----------------------------------------------------------------------
+    def commerce_data(self, params: dict[str, str], body: Any, company: str, connection: str,
+                      path: str) -> Response:
+        target = self.world.connection(company, connection)
+        data_type = DATA_TYPE_OF_PATH.get(path)
+        if data_type is None:
+            raise ApiError(404, f"No resource found at /data/{path}")
+        if target.platform.source_type != "Commerce" or data_type not in target.platform.supported:
+            raise ApiError(404, f"Datatype {data_type} not supported by platform {target.platform.name}")
+        if target.data is None or not target.first_sync_done(data_type):
+            raise ApiError(409, "The data set has not been requested.")
+        collection = target.data.collections[data_type]
+        if data_type == "commerce-companyInfo":
+            return Response(200, collection.record(0))
+        return Response(200, collection_page(collection, params,
+                                             f"/companies/{company}/connections/{connection}/data/{path}"))
+
+    # --- integrations -----------------------------------------------------------------------
+    def list_integrations(self, params: dict[str, str], body: Any) -> Response:
+        return Response(200, query_list([integration_json(p) for p in PLATFORMS], params, "/integrations"))
+
+    def get_integration(self, params: dict[str, str], body: Any, key: str) -> Response:
+        platform = PLATFORM_BY_KEY.get(key)
+        if platform is None:
+            raise ApiError(404, f"Integration with key {key} was not found.")
+        return Response(200, integration_json(platform))
+
+    # --- sync settings ----------------------------------------------------------------------
+    def get_profile_settings(self, params: dict[str, str], body: Any) -> Response:
+        return Response(200, {"clientId": self.world.client_id, "settings": self.world.profile_settings,
+                              "overridesDefaults": True})
+
+    def set_profile_settings(self, params: dict[str, str], body: Any) -> Response:
+        self.world.profile_settings = _checked_settings(body, "clientId")
+        return Response(204)
+
+    def get_company_settings(self, params: dict[str, str], body: Any, company: str) -> Response:
+        target = self.world.company(company)
+        saved = target.sync_settings or {"settings": self.world.profile_settings, "overridesDefaults": False}
+        return Response(200, {"companyId": company, **saved})
+
+    def set_company_settings(self, params: dict[str, str], body: Any, company: str) -> Response:
+        target = self.world.company(company)
+        settings = _checked_settings(body, "companyId")
+        target.sync_settings = {"settings": settings, "overridesDefaults": bool(body["overridesDefaults"])}
+        return Response(204)
+
+    # --- syncs ------------------------------------------------------------------------------
+    def data_status(self, params: dict[str, str], body: Any, company: str) -> Response:
+        target = self.world.company(company)
+        result: dict[str, Any] = {}
+        for data_type in COMMERCE_DATA_TYPES:
+            syncs = [s for c in target.connections.values() for s in c.syncs if s.data_type == data_type]
+            entry: dict[str, Any] = {"dataType": data_type}
+            if syncs:
+                latest = max(syncs, key=lambda s: s.requested_at)
+                entry |= {"currentStatus": latest.status(), "latestSyncId": latest.id}
+                done = [s for s in syncs if s.status() == "Complete"]
+                if done:
+                    best = max(done, key=lambda s: s.requested_at)
+                    entry |= {"lastSuccessfulSync": best.to_json()["completed"],
+                              "latestSuccessfulSyncId": best.id}
+            result[data_type] = entry
+        return Response(200, result)
+
+    def _history(self, company: str) -> list[dict[str, Any]]:
+        target = self.world.company(company)
+        syncs = [s for c in target.connections.values() for s in c.syncs]
+        return [s.to_json() for s in sorted(syncs, key=lambda s: s.requested_at, reverse=True)]
+
+    def list_history(self, params: dict[str, str], body: Any, company: str) -> Response:
+        return Response(200, query_list(self._history(company), params, f"/companies/{company}/data/history"))
+
+    def get_history(self, params: dict[str, str], body: Any, company: str, dataset: str) -> Response:
+        found = next((h for h in self._history(company) if h["id"] == dataset), None)
+        if found is None:
+            raise ApiError(404, f"No dataset was found with ID {dataset}")
+        return Response(200, found)
+
+    def refresh_all(self, params: dict[str, str], body: Any, company: str) -> Response:
+        target = self.world.company(company)
+        for setting in self.world.settings_for(target):
+            if setting.get("fetchOnFirstLink") and setting["dataType"] in COMMERCE_DATA_TYPES:
+                try:
+                    self.world.queue(target, setting["dataType"])
+                except ApiError as exc:
+                    if exc.status != 409:
+                        raise
+        return Response(204)
+
+    def refresh_one(self, params: dict[str, str], body: Any, company: str, data_type: str) -> Response:
+        target = self.world.company(company)
+        if data_type not in (*COMMERCE_DATA_TYPES, *OTHER_DATA_TYPES):
+            raise ApiError(400, f"'{data_type}' is not a valid data type.")
+        operations = self.world.queue(target, data_type, params.get("connectionId"))
+        if not operations:
+            raise ApiError(400, f"Company {company} has no linked connection to sync {data_type} from.")
+        return Response(200, operations[0].to_json())
+
+
+def _checked_settings(body: Any, id_field: str) -> list[dict[str, Any]]:
+    required = (id_field, "settings", "overridesDefaults")
+    if not isinstance(body, dict) or any(k not in body for k in required):
+        raise ApiError(400, f"Request body must contain {', '.join(required)}.")
+    settings = body["settings"]
+    if not isinstance(settings, list):
+        raise ApiError(400, "settings must be a list.")
+    for setting in settings:
+        if not isinstance(setting, dict) or not {"dataType", "fetchOnFirstLink", "syncSchedule", "syncOrder"} <= set(setting):
+            raise ApiError(400, "Each setting needs dataType, fetchOnFirstLink, syncSchedule and syncOrder.")
+        if setting["dataType"] not in (*COMMERCE_DATA_TYPES, *OTHER_DATA_TYPES):
+            raise ApiError(400, f"'{setting['dataType']}' is not a valid data type.")
+    return settings
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: SandboxHTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass  # quiet: tests and benchmarks read stdout
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._handle("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._handle("POST")
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._handle("PATCH")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._handle("DELETE")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._handle("PUT")
+
+    def _read_body(self) -> tuple[bytes, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if not raw:
+            return raw, None
+        try:
+            return raw, orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise ApiError(400, "The request body is not valid JSON.") from None
+
+    def _handle(self, method: str) -> None:
+        sandbox = self.server.sandbox
+        split = urlsplit(self.path)
+        path = split.path.rstrip("/") or "/"
+        params = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        try:
+            raw, body = self._read_body()
+        except ApiError as exc:
+            self._send(Response(exc.status, error_body(exc.status, exc.message)))
+            return
+        if path.startswith("/_sandbox/") or path.startswith("/_link/"):
+            self._send(sandbox.control(method, path, params, body))
+            return
+        sandbox.record_request(method, split.path, params)
+        company = path.split("/")[2] if path.startswith("/companies/") else None
+        response = sandbox.limits.admit(company) if self._authorised() else Response(
+            401, error_body(401, "Unauthorized"))
+        if response is not None:
+            self._send(response)
+            return
+        with sandbox.limits.flight(company):
+            if sandbox.settings.latency_ms:
+                time.sleep(sandbox.settings.latency_ms / 1000)
+            draw = sandbox.limits.draw()
+            s = sandbox.settings
+            if draw < s.drop_rate:
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            draw -= s.drop_rate
+            if draw < s.error_rate:
+                status = 500 if int(draw * 1e9) % 2 == 0 else 503
+                self._send(Response(status, error_body(status, "Injected server error")))
+                return
+            draw -= s.error_rate
+            response = sandbox.serve(method, path, params, body)
+            if draw < s.truncate_rate and response.status == 200 and len(response.body) > 1:
+                self._send(response, truncate=True)
+                return
+            self._send(response)
+
+    def _authorised(self) -> bool:
+        header = self.headers.get("Authorization", "")
+        return header == self.server.sandbox.auth_header
+
+    def _send(self, response: Response, *, truncate: bool = False) -> None:
+        sandbox = self.server.sandbox
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        for name, value in {**sandbox.limits.headers(len(sandbox.world.companies)), **response.headers}.items():
+            self.send_header(name, value)
+        if truncate:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        try:
+            self.wfile.write(response.body[: len(response.body) // 2] if truncate else response.body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+
+class SandboxHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    sandbox: SandboxApp
+
+
+class SandboxApp:
+    """Routing glue between HTTP, the API, the sandbox-only control routes and the limits."""
+
+    def __init__(self, settings: Settings, base_url: str) -> None:
+        self.settings = settings
+        self.world = World(settings, base_url)
+        self.api = Api(self.world)
+        self.limits = Limits(settings)
+        self.auth_header = "Basic " + base64.b64encode(settings.key.encode()).decode()
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.requests_lock = threading.Lock()
+
+    def record_request(self, method: str, path: str, params: dict[str, str]) -> None:
+        with self.requests_lock:
+            if len(self.requests) < 200_000:
+                self.requests.append((method, path, params))
+
+    def serve(self, method: str, path: str, params: dict[str, str], body: Any) -> Response:
+        try:
+            with self.world.lock:
+                found = self.api.route(method, path)
+                if found is None:
+                    raise ApiError(404, f"No resource was found at {path}")
+                handler, args = found
+                return handler(params, body, **args)
+        except QueryError as exc:
+            return Response(400, error_body(400, str(exc)))
+        except ApiError as exc:
+            return Response(exc.status, error_body(exc.status, exc.message))
+
+    def control(self, method: str, path: str, params: dict[str, str], body: Any) -> Response:
+        """Sandbox-only routes: linking as a customer, the clock, the truth, faults, stats."""
+        try:
+            with self.world.lock:
+                return self._control(method, path, params, body or {})
+        except ApiError as exc:
+            return Response(exc.status, error_body(exc.status, exc.message))
+
+    def _control(self, method: str, path: str, params: dict[str, str], body: Any) -> Response:
+        link = re.fullmatch(rf"/_link/companies/({UUID})/connections/({UUID})/start", path)
+        if link and method == "GET":
+            connection = self.world.connection(link.group(1), link.group(2))
+            self.world.link(connection)
+            page = (f"<html><body><h1>{connection.platform.name} connected</h1>"
+                    "<p>You can close this window.</p></body></html>")
+            return Response(200, raw=page.encode(), content_type="text/html; charset=utf-8")
+        if path == "/_sandbox/advance" and method == "POST":
+            return Response(200, self.world.advance(int(body.get("seconds", 3600)), body.get("updates"),
+                                                    body.get("inserts")))
+        if path == "/_sandbox/truth" and method == "GET":
+            return Response(200, self.world.truth(params.get("companyId")))
+        if path == "/_sandbox/faults" and method == "POST":
+            for name in ("latency_ms", "error_rate", "drop_rate", "truncate_rate", "concurrency_limit",
+                         "rate_limit_per_minute", "daily_quota", "retry_after"):
+                if name in body:
+                    setattr(self.settings, name, type(getattr(self.settings, name))(body[name]))
+            if "script" in body:
+                script = body["script"]
+                self.limits.script = None if script is None else {
+                    "status": int(script["status"]), "after": int(script.get("after", 0)),
+                    "count": int(script.get("count", 1)), "message": script.get("message", "Injected fault")}
+            return Response(200, {k: getattr(self.settings, k) for k in vars(self.settings) if k != "api_key"})
+        if path == "/_sandbox/requests" and method == "GET":
+            with self.requests_lock:
+                listed = [{"method": m, "path": p, "params": q} for m, p, q in self.requests]
+            return Response(200, {"requests": listed, "maxInFlight": dict(self.limits.max_in_flight)})
+        if path == "/_sandbox/requests" and method == "DELETE":
+            with self.requests_lock:
+                self.requests.clear()
+            self.limits.max_in_flight.clear()
+            return Response(204)
+        raise ApiError(404, f"No resource was found at {path}")
+
+
+def build_server(settings: Settings, host: str = "127.0.0.1", port: int = 0) -> SandboxHTTPServer:
+    server = SandboxHTTPServer((host, port), Handler)
+    bound_host, bound_port = server.server_address[:2]
+    server.sandbox = SandboxApp(settings, f"http://{bound_host}:{bound_port}")
+    return server
+
+
+__all__ = ["COMMERCE_PLATFORMS", "SandboxApp", "SandboxHTTPServer", "build_server"]

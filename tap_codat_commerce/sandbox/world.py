@@ -1,0 +1,339 @@
+"""The sandbox's state: companies, connections, sync settings, syncs and the clock."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .catalog import COMMERCE_DATA_TYPES, OTHER_DATA_TYPES, PLATFORM_BY_KEY, PLATFORMS, Platform
+from .records import BASE_SPAN, ConnectionData, Sizes, iso_utc, mix
+
+CLOCK_START = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
+COMPANY_NAME_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 \t-',&@.?!")
+IN_PROGRESS = ("Queued", "Fetching", "Mapping")
+
+
+def make_uuid(a: int, b: int) -> str:
+    value = (mix(a, b) << 64) | mix(b, a)
+    return str(uuid.UUID(int=value, version=4))
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class Settings:
+    """Everything the command line sets (see cli.py for the meaning of each)."""
+
+    seed: int = 42
+    api_key: str | None = None
+    companies: int = 3
+    orders: int = 500
+    sync_delay: float = 1.0
+    accounting_every: int = 3
+    latency_ms: float = 0.0
+    error_rate: float = 0.0
+    drop_rate: float = 0.0
+    truncate_rate: float = 0.0
+    concurrency_limit: int = 0
+    rate_limit_per_minute: int = 0
+    daily_quota: int = 0
+    retry_after: float = 1.0
+    change_every: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return self.api_key or f"sandbox-{mix(self.seed, 7) & 0xFFFFFFFFFFFF:012x}"
+
+
+@dataclass
+class PullOperation:
+    id: str
+    company_id: str
+    connection_id: str
+    data_type: str
+    requested_at: float  # time.time()
+    delay: float
+    final_status: str = "Complete"
+
+    def status(self, now: float | None = None) -> str:
+        if self.final_status != "Complete":
+            return self.final_status
+        elapsed = (now or time.time()) - self.requested_at
+        if self.delay <= 0 or elapsed >= self.delay:
+            return "Complete"
+        return IN_PROGRESS[min(int(3 * elapsed / self.delay), 2)]
+
+    def to_json(self) -> dict[str, Any]:
+        status = self.status()
+        done = status not in IN_PROGRESS
+        return {
+            "id": self.id,
+            "companyId": self.company_id,
+            "connectionId": self.connection_id,
+            "dataType": self.data_type,
+            "status": status,
+            "statusDescription": None,
+            "errorMessage": None,
+            "requested": iso_utc(self.requested_at),
+            "completed": iso_utc(self.requested_at + max(self.delay, 0)) if done else None,
+            "progress": 100 if done else {"Queued": 0, "Fetching": 40, "Mapping": 80}[status],
+            "isCompleted": status == "Complete",
+            "isErrored": status not in ("Complete", "NotSupported") and done,
+        }
+
+
+@dataclass
+class Connection:
+    id: str
+    company_id: str
+    platform: Platform
+    created: str
+    link_url: str
+    status: str = "PendingAuth"
+    data: ConnectionData | None = None
+    syncs: list[PullOperation] = field(default_factory=list)
+
+    def latest_sync(self, data_type: str) -> PullOperation | None:
+        return next((s for s in reversed(self.syncs) if s.data_type == data_type), None)
+
+    def first_sync_done(self, data_type: str) -> bool:
+        return any(s.data_type == data_type and s.status() == "Complete" for s in self.syncs)
+
+    def to_json(self) -> dict[str, Any]:
+        last = [s for s in self.syncs if s.status() == "Complete"]
+        return {
+            "id": self.id,
+            "integrationId": make_uuid(zlib.crc32(self.platform.key.encode()), 11),
+            "integrationKey": self.platform.key,
+            "sourceId": make_uuid(zlib.crc32(self.platform.key.encode()), 12),
+            "sourceType": self.platform.source_type,
+            "platformName": self.platform.name,
+            "linkUrl": self.link_url,
+            "status": self.status,
+            "lastSync": iso_utc(last[-1].requested_at + max(last[-1].delay, 0)) if last else None,
+            "created": self.created,
+            "dataConnectionErrors": [],
+            "connectionInfo": None,
+        }
+
+
+
+@dataclass
+class Company:
+    id: str
+    name: str
+    description: str | None
+    tags: dict[str, str]
+    created: str
+    redirect: str
+    connections: dict[str, Connection] = field(default_factory=dict)
+    sync_settings: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        syncs = [s for c in self.connections.values() for s in c.syncs if s.status() == "Complete"]
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "redirect": self.redirect,
+            "lastSync": iso_utc(max(s.requested_at for s in syncs)) if syncs else None,
+            "created": self.created,
+            "createdByUserName": "sandbox",
+            "products": ["commerce"],
+            "tags": self.tags,
+            "referenceParentCompany": None,
+            "referenceSubsidiaryCompanies": [],
+            "dataConnections": [c.to_json() for c in self.connections.values()],
+        }
+
+
+class ApiError(Exception):
+    """An error the API answers with Codat's error body."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def default_sync_settings() -> list[dict[str, Any]]:
+    """A fresh client's profile: commerce types off until the setup enables them."""
+    settings = []
+    for order, data_type in enumerate((*OTHER_DATA_TYPES, *COMMERCE_DATA_TYPES)):
+        settings.append({"dataType": data_type, "fetchOnFirstLink": not data_type.startswith("commerce"),
+                         "syncSchedule": 24, "syncOrder": order, "syncFromWindow": None,
+                         "syncFromUtc": None, "monthsToSync": None, "isLocked": False})
+    return settings
+
+
+class World:
+    """All the sandbox's state, behind one lock."""
+
+    def __init__(self, settings: Settings, base_url: str = "http://127.0.0.1") -> None:
+        self.settings = settings
+        self.base_url = base_url
+        self.lock = threading.RLock()
+        self.clock = CLOCK_START
+        self.advances = 0
+        self.created_companies = 0
+        self.client_id = make_uuid(settings.seed, 1)
+        self.profile_settings: list[dict[str, Any]] = default_sync_settings()
+        self.companies: dict[str, Company] = {}
+        self._seed_companies()
+
+    # --- building -------------------------------------------------------------------------
+    def _seed_companies(self) -> None:
+        commerce = [p for p in PLATFORMS if p.source_type == "Commerce"]
+        created = iso_utc(CLOCK_START - 400 * 86_400)
+        for k in range(self.settings.companies):
+            company = self._new_company(make_uuid(self.settings.seed, 1000 + k),
+                                        f"Sandbox Shop {k + 1}", None, {}, created)
+            platform = commerce[k % len(commerce)]
+            connection = self._new_connection(company, platform, make_uuid(self.settings.seed, 2000 + k), created)
+            self._link(connection, at=time.time() - 3600, delay=0, data_types=COMMERCE_DATA_TYPES)
+            if self.settings.accounting_every and k % self.settings.accounting_every == 0:
+                accounting = self._new_connection(
+                    company, PLATFORM_BY_KEY["gbol"], make_uuid(self.settings.seed, 3000 + k), created)
+                accounting.status = "Linked"
+
+    def _new_company(self, company_id: str, name: str, description: str | None,
+                     tags: dict[str, str], created: str) -> Company:
+        company = Company(company_id, name, description, tags, created,
+                          f"{self.base_url}/_link/companies/{company_id}")
+        self.companies[company_id] = company
+        return company
+
+    def _new_connection(self, company: Company, platform: Platform, connection_id: str,
+                        created: str) -> Connection:
+        connection = Connection(
+            connection_id, company.id, platform, created,
+            f"{self.base_url}/_link/companies/{company.id}/connections/{connection_id}/start")
+        company.connections[connection_id] = connection
+        return connection
+
+    def _link(self, connection: Connection, *, at: float, delay: float,
+              data_types: tuple[str, ...]) -> None:
+        connection.status = "Linked"
+        if connection.platform.source_type == "Commerce" and connection.data is None:
+            company = self.companies[connection.company_id]
+            connection.data = ConnectionData(
+                connection.platform, mix(self.settings.seed, int(connection.id[:8], 16)),
+                Sizes(self.settings.orders), self.clock - BASE_SPAN, company.name)
+        for data_type in data_types:
+            self._queue(connection, data_type, at=at, delay=delay)
+
+    def _queue(self, connection: Connection, data_type: str, *, at: float, delay: float) -> PullOperation:
+        supported = connection.data is not None and data_type in connection.platform.supported
+        operation = PullOperation(
+            make_uuid(mix(self.settings.seed, len(connection.syncs)), int(connection.id[:8], 16) + zlib.crc32(data_type.encode())),
+            connection.company_id, connection.id, data_type, at, delay,
+            "Complete" if supported else "NotSupported")
+        connection.syncs.append(operation)
+        return operation
+
+    # --- lookups ----------------------------------------------------------------------------
+    def company(self, company_id: str) -> Company:
+        company = self.companies.get(company_id)
+        if company is None:
+            raise ApiError(404, f"No company was found with ID {company_id}")
+        return company
+
+    def connection(self, company_id: str, connection_id: str) -> Connection:
+        connection = self.company(company_id).connections.get(connection_id)
+        if connection is None:
+            raise ApiError(404, f"Data connection {connection_id} not found")
+        return connection
+
+    def settings_for(self, company: Company) -> list[dict[str, Any]]:
+        if company.sync_settings and company.sync_settings.get("overridesDefaults"):
+            return company.sync_settings["settings"]
+        return self.profile_settings
+
+    # --- actions ----------------------------------------------------------------------------
+    def create_company(self, name: str, description: str | None, tags: dict[str, str]) -> Company:
+        self.created_companies += 1
+        return self._new_company(make_uuid(self.settings.seed, 50_000 + self.created_companies),
+                                 name, description, tags, now_iso())
+
+    def create_connection(self, company: Company, platform_key: str) -> Connection:
+        platform = PLATFORM_BY_KEY.get(platform_key)
+        if platform is None:
+            raise ApiError(400, f"Integration with key {platform_key} was not found.")
+        return self._new_connection(company, platform,
+                                    make_uuid(self.settings.seed, 90_000 + sum(len(c.connections) for c in self.companies.values())),
+                                    now_iso())
+
+    def link(self, connection: Connection) -> None:
+        if connection.status == "Linked":
+            return
+        settings = self.settings_for(self.companies[connection.company_id])
+        first = tuple(s["dataType"] for s in settings if s.get("fetchOnFirstLink") and s["dataType"].startswith("commerce-"))
+        self._link(connection, at=time.time(), delay=self.settings.sync_delay,
+                   data_types=first if connection.platform.source_type == "Commerce" else ())
+
+    def queue(self, company: Company, data_type: str, connection_id: str | None = None) -> list[PullOperation]:
+        targets = [c for c in company.connections.values()
+                   if c.status == "Linked" and c.platform.source_type == "Commerce"
+                   and (connection_id is None or c.id == connection_id)]
+        if connection_id is not None and not targets:
+            raise ApiError(404, f"Data connection {connection_id} not found")
+        for connection in targets:
+            latest = connection.latest_sync(data_type)
+            if latest is not None and latest.status() in IN_PROGRESS:
+                raise ApiError(409, f"DatasetAlreadyInProgressException: Cannot queue {data_type} sync for "
+                                    f"{company.id} as previous sync {latest.id} is still in progress")
+        return [self._queue(c, data_type, at=time.time(), delay=self.settings.sync_delay) for c in targets]
+
+    def advance(self, seconds: int = 3600, updates: int | None = None, inserts: int | None = None) -> dict[str, Any]:
+        """Move the clock: change some records and add new ones in every readable collection."""
+        self.advances += 1
+        start = self.clock
+        self.clock += max(int(seconds), 1)
+        summary: dict[str, Any] = {}
+        for company in self.companies.values():
+            for connection in company.connections.values():
+                if connection.data is None:
+                    continue
+                for data_type, collection in connection.data.collections.items():
+                    if data_type == "commerce-companyInfo":
+                        n_updates, n_inserts = 1, 0
+                    else:
+                        n_updates = updates if updates is not None else max(1, len(collection) // 50)
+                        n_inserts = inserts if inserts is not None else max(1, collection.base_count // 100)
+                    if len(collection) == 0:
+                        n_updates = 0
+                    steps = n_updates + n_inserts
+                    span = self.clock - start
+                    for j in range(steps):
+                        ts = start + 1 + (j * (span - 1)) // max(steps, 1)
+                        if j < n_updates:
+                            collection.update(mix(mix(self.settings.seed, self.advances), j) % len(collection), ts)
+                        else:
+                            collection.insert(ts)
+                    summary.setdefault(company.id, {}).setdefault(connection.id, {})[data_type] = {
+                        "updated": n_updates, "inserted": n_inserts}
+        return {"clock": iso_utc(self.clock), "changes": summary}
+
+    def truth(self, company_id: str | None = None) -> dict[str, Any]:
+        """Ids and modifiedDates of every readable record, per company, connection and data type."""
+        result: dict[str, Any] = {}
+        for company in self.companies.values():
+            if company_id and company.id != company_id:
+                continue
+            for connection in company.connections.values():
+                if connection.data is None:
+                    continue
+                for data_type, collection in connection.data.collections.items():
+                    if not connection.first_sync_done(data_type):
+                        continue
+                    records = [collection.record(i) for i in collection.natural_order()]
+                    result.setdefault(company.id, {}).setdefault(connection.id, {})[data_type] = [
+                        {"id": r.get("id"), "modifiedDate": r.get("modifiedDate")} for r in records]
+        return result
