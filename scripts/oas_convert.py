@@ -15,6 +15,7 @@ Two modes:
 from __future__ import annotations
 
 import copy
+import os
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ from urllib.parse import unquote
 
 import yaml
 
-SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "codat-oas"
+# The specs stay in the shared reference beside the repository (not copied into it).
+SPEC_DIR = Path(os.environ.get("CODAT_OAS_DIR")
+                or Path(__file__).resolve().parents[2] / "shared" / "reference" / "codat-oas")
 _KEPT_FORMATS = {"date-time", "uuid", "uri"}
 
 
@@ -133,10 +136,3 @@ def component(
     return Converter(document, faithful=faithful).convert(
         {"$ref": f"#/components/schemas/{name}"}
     )
-
-
-def subschema(
-    ref: str, *, spec: str = "Codat-Commerce", faithful: bool = False
-) -> dict[str, Any]:
-    """The JSON Schema behind any internal ``ref`` of ``spec``."""
-    return Converter(load_spec(spec), faithful=faithful).convert({"$ref": ref})
