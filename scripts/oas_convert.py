@@ -57,9 +57,13 @@ def _merge(target: dict[str, Any], source: dict[str, Any]) -> None:
         elif key == "required":
             target["required"] = sorted(set(target.get("required", [])) | set(value))
         elif key == "nullable" and "properties" in source:
-            continue  # a nullable object block merged into its parent says nothing of fields
+            continue
         else:
             target.setdefault(key, value)
+    if source.get("nullable") is True and "properties" in source:
+        # A nullable fragment of allOf (sourceModifiedDate's) makes its fields nullable.
+        for name in source["properties"]:
+            target["properties"][name] = {**target["properties"][name], "nullable": True}
 
 
 class Converter:

@@ -107,7 +107,7 @@ class _Parser:
             if found != -1:
                 end = min(end, found)
         value = self.text[self.pos : end].strip()
-        if not value:
+        if not value or value[0] in "=<>!~{":
             raise QueryError(MALFORMED)
         self.pos = end
         return Comparison(match.group(1), op, value)

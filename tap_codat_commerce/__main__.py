@@ -1,0 +1,3 @@
+from .tap import TapCodatCommerce
+
+TapCodatCommerce.cli()

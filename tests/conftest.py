@@ -1,0 +1,167 @@
+"""Shared fixtures: sandboxes on free loopback ports, an HTTP helper, and tap runs."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import requests
+
+from tap_codat_commerce.sandbox import Sandbox, Settings
+from tap_codat_commerce.tap import TapCodatCommerce
+
+# Stream name ↔ Codat data type, as the tap declares them.
+STREAM_OF_DATA_TYPE = {
+    "commerce-companyInfo": "company_info",
+    "commerce-customers": "customers",
+    "commerce-disputes": "disputes",
+    "commerce-locations": "locations",
+    "commerce-orders": "orders",
+    "commerce-paymentMethods": "payment_methods",
+    "commerce-payments": "payments",
+    "commerce-productCategories": "product_categories",
+    "commerce-products": "products",
+    "commerce-taxComponents": "tax_components",
+    "commerce-transactions": "transactions",
+}
+
+
+class Api:
+    """A thin authenticated HTTP helper for one sandbox (tests only)."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self.base = sandbox.base_url
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = "Basic " + base64.b64encode(sandbox.api_key.encode()).decode()
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.get(self.base + path, timeout=30, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.post(self.base + path, timeout=30, **kwargs)
+
+    def patch(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.patch(self.base + path, timeout=30, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.delete(self.base + path, timeout=30, **kwargs)
+
+    def companies(self) -> list[dict[str, Any]]:
+        return self.get("/companies", params={"pageSize": 5000}).json()["results"]
+
+    def commerce_connections(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(c["id"], k) for c in self.companies() for k in c["dataConnections"]
+                if k["sourceType"] == "Commerce"]
+
+    def advance(self, **body: Any) -> dict[str, Any]:
+        response = requests.post(self.base + "/_sandbox/advance", json=body, timeout=60)
+        response.raise_for_status()
+        return response.json()
+
+    def truth(self) -> dict[str, Any]:
+        return requests.get(self.base + "/_sandbox/truth", timeout=60).json()
+
+    def faults(self, **body: Any) -> dict[str, Any]:
+        response = requests.post(self.base + "/_sandbox/faults", json=body, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def requests_log(self) -> dict[str, Any]:
+        return requests.get(self.base + "/_sandbox/requests", timeout=10).json()
+
+    def reset_requests(self) -> None:
+        requests.delete(self.base + "/_sandbox/requests", timeout=10)
+
+
+@pytest.fixture
+def start_sandbox() -> Iterator[Callable[..., Sandbox]]:
+    """Start sandboxes in-process on free ports; all are stopped at teardown."""
+    started: list[Sandbox] = []
+
+    def start(**settings: Any) -> Sandbox:
+        settings.setdefault("sync_delay", 0)
+        sandbox = Sandbox(Settings(**settings)).start()
+        started.append(sandbox)
+        return sandbox
+
+    yield start
+    for sandbox in started:
+        sandbox.stop()
+
+
+def tap_config(sandbox: Sandbox, **extra: Any) -> dict[str, Any]:
+    return {"api_key": sandbox.api_key, "base_url": sandbox.base_url, "max_retry_after": 30, **extra}
+
+
+@dataclass
+class TapRun:
+    messages: list[dict[str, Any]]
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    states: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for message in self.messages:
+            if message["type"] == "RECORD":
+                self.records[message["stream"]].append(message["record"])
+            elif message["type"] == "STATE":
+                self.states.append(message["value"])
+
+    @property
+    def final_state(self) -> dict[str, Any]:
+        return self.states[-1]
+
+    def ids_by_connection(self, stream: str) -> dict[tuple[str, str], list[str]]:
+        found: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for record in self.records.get(stream, []):
+            found[(record["companyId"], record["connectionId"])].append(record.get("id"))
+        return found
+
+    def counts(self) -> Counter[str]:
+        return Counter({stream: len(rows) for stream, rows in self.records.items()})
+
+
+def parse_messages(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def run_tap(config: dict[str, Any], state: dict[str, Any] | None = None) -> TapRun:
+    """Run a full sync in-process and collect its Singer messages."""
+    buffer = io.StringIO()
+    tap = TapCodatCommerce(config=config, state=state)
+    with contextlib.redirect_stdout(buffer):
+        tap.sync_all()
+    return TapRun(parse_messages(buffer.getvalue()))
+
+
+@dataclass
+class CliRun:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return parse_messages(self.stdout)
+
+
+def run_cli(args: list[str], *, timeout: float = 120, env: dict[str, str] | None = None) -> CliRun:
+    """Run the tap's console entry point in a subprocess (real exit codes and stderr)."""
+    done = subprocess.run([sys.executable, "-m", "tap_codat_commerce", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, check=False)
+    return CliRun(done.returncode, done.stdout, done.stderr)
+
+
+def write_json(tmp_path: Any, name: str, data: Any) -> str:
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return str(path)
