@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import logging
 import random
+import sys
 import threading
 import time
 from collections import deque
@@ -184,7 +185,8 @@ class CodatClient:
                 else:
                     response = self.session.request(method, url, params=params, json=json, timeout=self.timeout)
                 self.requests_sent += 1
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                    requests.exceptions.ContentDecodingError) as exc:
                 problem = f"{type(exc).__name__.replace('Error', ' error').strip()}"
             else:
                 status = response.status_code
@@ -315,6 +317,13 @@ class CodatStream(Stream):
     @property
     def pages_ahead(self) -> int:
         return 0
+
+    def log(self, message: str, *args: Any, level: int = logging.INFO, **kwargs: Any) -> None:
+        # The SDK logs "unhandled error" at ERROR for every stream a failure passes through;
+        # a CodatError is reported once, as one line, by the tap.
+        if level >= logging.ERROR and isinstance(sys.exc_info()[1], CodatError):
+            level = logging.DEBUG
+        super().log(message, *args, level=level, **kwargs)
 
     @contextmanager
     def failure_context(self, company_id: str, connection_id: str | None = None) -> Iterator[None]:

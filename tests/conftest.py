@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import io
 import json
 import subprocess
@@ -137,7 +138,7 @@ def parse_messages(text: str) -> list[dict[str, Any]]:
 def run_tap(config: dict[str, Any], state: dict[str, Any] | None = None) -> TapRun:
     """Run a full sync in-process and collect its Singer messages."""
     buffer = io.StringIO()
-    tap = TapCodatCommerce(config=config, state=state)
+    tap = TapCodatCommerce(config=config, state=copy.deepcopy(state))  # the SDK updates it in place
     with contextlib.redirect_stdout(buffer):
         tap.sync_all()
     return TapRun(parse_messages(buffer.getvalue()))

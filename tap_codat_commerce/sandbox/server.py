@@ -190,31 +190,35 @@ class Limits:
                 "X-Rate-Limit-Remaining": str(max(limit - self.day_count, 0)),
                 "X-Rate-Limit-Reset": format_datetime(tomorrow, usegmt=True)}
 
-    def admit(self, company_id: str | None) -> Response | None:
-        """A 429 or a scripted fault if this request must not be served, else None."""
+    def admit(self, company_id: str | None, path: str) -> tuple[Response | None, float]:
+        """(a 429 or scripted answer if this request must not be served, extra delay in seconds)."""
         s = self.settings
         with self.lock:
             self.day_count += 1
-            if self.script and self.script["after"] <= 0 < self.script["count"]:
-                self.script["count"] -= 1
-                status = self.script["status"]
-                return Response(status, error_body(status, self.script.get("message", "Injected fault")))
-            if self.script:
-                self.script["after"] -= 1
+            script = self.script if self.script and self.script["path"] in path else None
+            if script and script["after"] <= 0 < script["count"]:
+                script["count"] -= 1
+                if script["delay"]:
+                    return None, script["delay"]
+                status = script["status"]
+                headers = {"Retry-After": script["retry_after"]} if script["retry_after"] else {}
+                return Response(status, error_body(status, script["message"]), headers=headers), 0.0
+            if script:
+                script["after"] -= 1
             if s.daily_quota and self.day_count > s.daily_quota:
                 now = datetime.now(UTC)
                 midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-                return self._too_many(int((midnight - now).total_seconds()) + 1)
+                return self._too_many(int((midnight - now).total_seconds()) + 1), 0.0
             if s.rate_limit_per_minute:
                 elapsed = time.monotonic() - self.minute_start
                 if elapsed >= 60:
                     self.minute_start, self.minute_count, elapsed = time.monotonic(), 0, 0.0
                 self.minute_count += 1
                 if self.minute_count > s.rate_limit_per_minute:
-                    return self._too_many(max(1, int(60 - elapsed + 0.999)))
+                    return self._too_many(max(1, int(60 - elapsed + 0.999))), 0.0
             if company_id and s.concurrency_limit and self.in_flight[company_id] >= s.concurrency_limit:
-                return self._too_many(s.retry_after)
-        return None
+                return self._too_many(s.retry_after), 0.0
+        return None, 0.0
 
     def _too_many(self, retry_after: float) -> Response:
         return Response(429, error_body(429, "You have made too many requests in a given amount of time; "
@@ -499,14 +503,14 @@ class Handler(BaseHTTPRequestHandler):
             return
         sandbox.record_request(method, split.path, params)
         company = path.split("/")[2] if path.startswith("/companies/") else None
-        response = sandbox.limits.admit(company) if self._authorised() else Response(
-            401, error_body(401, "Unauthorized"))
+        response, delay = sandbox.limits.admit(company, path) if self._authorised() else (
+            Response(401, error_body(401, "Unauthorized")), 0.0)
         if response is not None:
             self._send(response)
             return
         with sandbox.limits.flight(company):
-            if sandbox.settings.latency_ms:
-                time.sleep(sandbox.settings.latency_ms / 1000)
+            if sandbox.settings.latency_ms or delay:
+                time.sleep(sandbox.settings.latency_ms / 1000 + delay)
             draw = sandbox.limits.draw()
             s = sandbox.settings
             if draw < s.drop_rate:
@@ -611,8 +615,10 @@ class SandboxApp:
             if "script" in body:
                 script = body["script"]
                 self.limits.script = None if script is None else {
-                    "status": int(script["status"]), "after": int(script.get("after", 0)),
-                    "count": int(script.get("count", 1)), "message": script.get("message", "Injected fault")}
+                    "status": int(script.get("status", 500)), "after": int(script.get("after", 0)),
+                    "count": int(script.get("count", 1)), "message": script.get("message", "Injected fault"),
+                    "retry_after": script.get("retry_after"), "delay": float(script.get("delay", 0)),
+                    "path": script.get("path", "")}
             return Response(200, {k: getattr(self.settings, k) for k in vars(self.settings) if k != "api_key"})
         if path == "/_sandbox/requests" and method == "GET":
             with self.requests_lock:
