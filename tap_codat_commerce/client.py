@@ -15,8 +15,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -44,11 +44,11 @@ class AuthError(CodatError):
     """401/403: the key is wrong, revoked or not allowed here."""
 
 
-class QuotaExhausted(CodatError):
+class QuotaExhaustedError(CodatError):
     """Codat asked us to wait longer than ``max_retry_after``."""
 
 
-class RequestFailed(CodatError):
+class RequestFailedError(CodatError):
     """A request that failed for good (after retries, or a 4xx that retrying won't fix)."""
 
     def __init__(self, message: str, status: int | None = None, codat_message: str | None = None) -> None:
@@ -106,7 +106,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         base = min(self.initial_wait * self.factor ** (attempt - 1), self.max_wait)
-        return base * random.uniform(0.8, 1.2)  # noqa: S311  (jitter, not crypto)
+        return base * random.uniform(0.8, 1.2)
 
 
 @dataclass(frozen=True)
@@ -169,8 +169,8 @@ class CodatClient:
                 json: Any = None) -> requests.Response:
         """Send one request, retrying 408/429/5xx, timeouts and broken connections.
 
-        Raises AuthError for 401/403, QuotaExhausted when Retry-After exceeds the cap,
-        RequestFailed for any other 4xx or once the retries are spent.
+        Raises AuthError for 401/403, QuotaExhaustedError when Retry-After exceeds the cap,
+        RequestFailedError for any other 4xx or once the retries are spent.
         """
         url = self.base_url + path
         what = f"{method} {path}"
@@ -198,15 +198,15 @@ class CodatClient:
                         "check api_key") from None
                 if status not in RETRY_STATUSES:
                     message = codat_message(response)
-                    raise RequestFailed(f"{what} failed: {status} {message}", status, message)
+                    raise RequestFailedError(f"{what} failed: {status} {message}", status, message)
                 problem = f"{status} {codat_message(response)}"
                 wait = parse_retry_after(response.headers.get("Retry-After"))
                 if wait is not None and wait > self.retry.max_retry_after:
-                    raise QuotaExhausted(
+                    raise QuotaExhaustedError(
                         f"Codat rate limit on {what}: Retry-After is {wait:.0f} s, over max_retry_after="
                         f"{self.retry.max_retry_after:.0f} s (daily quota spent?); stopping instead of sleeping")
             if attempt == self.retry.max_tries:
-                raise RequestFailed(f"{what} failed after {attempt} tries: {problem}")
+                raise RequestFailedError(f"{what} failed after {attempt} tries: {problem}")
             delay = wait if wait is not None else self.retry.backoff(attempt)
             logger.warning("%s: %s; retry %d/%d in %.1f s", what, problem, attempt,
                            self.retry.max_tries - 1, delay)
@@ -221,7 +221,7 @@ class CodatClient:
                 return orjson.loads(response.content)
             except orjson.JSONDecodeError:
                 if attempt == self.retry.max_tries:
-                    raise RequestFailed(f"GET {path} failed after {attempt} tries: the body is not valid JSON") \
+                    raise RequestFailedError(f"GET {path} failed after {attempt} tries: the body is not valid JSON") \
                         from None
                 logger.warning("GET %s: body is not valid JSON; retry %d/%d", path, attempt,
                                self.retry.max_tries - 1)
@@ -237,7 +237,7 @@ class CodatClient:
     def _page(self, path: str, params: dict[str, Any], number: int, size: int) -> Page:
         body = self.get_json(path, {**params, "page": number, "pageSize": size})
         if not isinstance(body, dict) or not isinstance(body.get("results"), list):
-            raise RequestFailed(f"GET {path} page {number}: the answer is not a Codat page")
+            raise RequestFailedError(f"GET {path} page {number}: the answer is not a Codat page")
         total = body.get("totalResults")
         served = body.get("pageNumber", number)
         if served != number:  # a mock that ignores `page` would loop forever

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -32,10 +33,8 @@ def to_utc(value: str) -> str | None:
         if not isinstance(parsed, datetime):
             return None
     if parsed.tzinfo is not None:
-        try:
+        with contextlib.suppress(OverflowError):  # an offset on year 1 stays as it is
             parsed = parsed.astimezone(UTC)
-        except OverflowError:  # an offset on year 1
-            pass
     return parsed.replace(tzinfo=None).isoformat() + "Z"
 
 

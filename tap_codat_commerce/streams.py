@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from singer_sdk.helpers.types import Context
 
-from .client import CodatError, CodatStream, RequestFailed
+from .client import CodatError, CodatStream, RequestFailedError
 from .dates import build_normaliser
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ class CompaniesStream(CodatStream):
         for company_id in company_ids:
             try:
                 yield self.client.get_json(f"/companies/{company_id}")
-            except RequestFailed as exc:
+            except RequestFailedError as exc:
                 if exc.status != 404:
                     raise
                 self.logger.warning("Company %s not found (%s); skipping it", company_id, exc.codat_message)
@@ -129,7 +129,7 @@ class CommerceStream(CodatStream):
                     params["query"] = f"modifiedDate>={start.strftime('%Y-%m-%dT%H:%M:%SZ')}"
                 yield from self.client.iter_records(path, params, page_size=self.page_size,
                                                     ahead=self.pages_ahead)
-            except RequestFailed as exc:
+            except RequestFailedError as exc:
                 if exc.status not in UNAVAILABLE_STATUSES:
                     raise
                 self.logger.warning("Skipping %s for company %s connection %s: %s (%s)", self.name,

@@ -83,7 +83,7 @@ class TapCodatCommerce(Tap):
         try:
             super().invoke(*args, **kwargs)
         except CodatError as exc:
-            cls.logger.error("Sync failed: %s", exc)  # noqa: TRY400 (one line, no traceback, by design)
+            cls.logger.error("Sync failed: %s", exc)
             sys.exit(1)
 
 

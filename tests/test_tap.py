@@ -9,13 +9,13 @@ import os
 import re
 import time
 from collections import Counter
-from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
 
-from tap_codat_commerce.client import CodatClient, QuotaExhausted, auth_header, parse_retry_after
+from tap_codat_commerce.client import CodatClient, QuotaExhaustedError, auth_header, parse_retry_after
 from tap_codat_commerce.dates import to_utc
 from tests.conftest import STREAM_OF_DATA_TYPE, Api, run_cli, run_tap, tap_config, write_json
 
@@ -230,7 +230,7 @@ def test_retry_after_beyond_the_cap_stops_instead_of_sleeping(start_sandbox):
     for _ in range(3):
         client.get_json("/companies")
     started = time.monotonic()
-    with pytest.raises(QuotaExhausted, match="max_retry_after"):
+    with pytest.raises(QuotaExhaustedError, match="max_retry_after"):
         client.get_json("/companies")
     assert time.monotonic() - started < 2
 

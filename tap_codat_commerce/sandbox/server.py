@@ -34,6 +34,7 @@ DEFAULT_PAGE_SIZE = 100
 SERVICE = "PublicApi"
 UUID = r"[0-9a-fA-F-]{36}"
 SEGMENT = r"[^/]+"
+REQUIRED_SETTING_FIELDS = frozenset({"dataType", "fetchOnFirstLink", "syncSchedule", "syncOrder"})
 _known_fields: dict[str, frozenset[str]] = {}
 
 
@@ -73,7 +74,7 @@ def page_request(params: dict[str, str]) -> tuple[int, int]:
     return page, size
 
 
-def envelope(results: list[Any], page: int, size: int, total: int, path: str,
+def envelope(results: list[Any], page: int, size: int, total: int, *, path: str,
              params: dict[str, str]) -> dict[str, Any]:
     extra = {k: params[k] for k in ("query", "orderBy") if params.get(k)}
 
@@ -116,7 +117,7 @@ def query_list(items: list[dict[str, Any]], params: dict[str, str], path: str,
         field = order_by.lstrip("-")
         items = sorted(items, key=_sort_key(field), reverse=order_by.startswith("-"))
     start = (page - 1) * size
-    return envelope(items[start:start + size], page, size, len(items), path, params)
+    return envelope(items[start:start + size], page, size, len(items), path=path, params=params)
 
 
 def collection_page(collection: Collection, params: dict[str, str], path: str) -> dict[str, Any]:
@@ -139,13 +140,13 @@ def collection_page(collection: Collection, params: dict[str, str], path: str) -
             results = [collection.record(index_at(total - 1 - p)) for p in range(start, stop)]
         else:
             results = [collection.record(index_at(p)) for p in range(start, stop)]
-        return envelope(results, page, size, total, path, params)
+        return envelope(results, page, size, total, path=path, params=params)
     records = [collection.record(i) for i in collection.natural_order()]
     if node is not None:
         records = [r for r in records if matches(node, r)]
     if order_by:
         records.sort(key=_sort_key(order_by.lstrip("-")), reverse=order_by.startswith("-"))
-    return envelope(records[start:start + size], page, size, len(records), path, params)
+    return envelope(records[start:start + size], page, size, len(records), path=path, params=params)
 
 
 def integration_json(platform: Any) -> dict[str, Any]:
@@ -449,7 +450,7 @@ def _checked_settings(body: Any, id_field: str) -> list[dict[str, Any]]:
     if not isinstance(settings, list):
         raise ApiError(400, "settings must be a list.")
     for setting in settings:
-        if not isinstance(setting, dict) or not {"dataType", "fetchOnFirstLink", "syncSchedule", "syncOrder"} <= set(setting):
+        if not isinstance(setting, dict) or not set(setting) >= REQUIRED_SETTING_FIELDS:
             raise ApiError(400, "Each setting needs dataType, fetchOnFirstLink, syncSchedule and syncOrder.")
         if setting["dataType"] not in (*COMMERCE_DATA_TYPES, *OTHER_DATA_TYPES):
             raise ApiError(400, f"'{setting['dataType']}' is not a valid data type.")
@@ -460,22 +461,22 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: SandboxHTTPServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: tests and benchmarks read stdout
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._handle("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._handle("POST")
 
-    def do_PATCH(self) -> None:  # noqa: N802
+    def do_PATCH(self) -> None:
         self._handle("PATCH")
 
-    def do_DELETE(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:
         self._handle("DELETE")
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         self._handle("PUT")
 
     def _read_body(self) -> tuple[bytes, Any]:
@@ -494,7 +495,7 @@ class Handler(BaseHTTPRequestHandler):
         path = split.path.rstrip("/") or "/"
         params = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         try:
-            raw, body = self._read_body()
+            _, body = self._read_body()
         except ApiError as exc:
             self._send(Response(exc.status, error_body(exc.status, exc.message)))
             return

@@ -231,8 +231,10 @@ class World:
 
     def _queue(self, connection: Connection, data_type: str, *, at: float, delay: float) -> PullOperation:
         supported = connection.data is not None and data_type in connection.platform.supported
+        operation_id = make_uuid(mix(self.settings.seed, len(connection.syncs)),
+                                 int(connection.id[:8], 16) + zlib.crc32(data_type.encode()))
         operation = PullOperation(
-            make_uuid(mix(self.settings.seed, len(connection.syncs)), int(connection.id[:8], 16) + zlib.crc32(data_type.encode())),
+            operation_id,
             connection.company_id, connection.id, data_type, at, delay,
             "Complete" if supported else "NotSupported")
         connection.syncs.append(operation)
@@ -266,15 +268,15 @@ class World:
         platform = PLATFORM_BY_KEY.get(platform_key)
         if platform is None:
             raise ApiError(400, f"Integration with key {platform_key} was not found.")
-        return self._new_connection(company, platform,
-                                    make_uuid(self.settings.seed, 90_000 + sum(len(c.connections) for c in self.companies.values())),
-                                    now_iso())
+        serial = sum(len(c.connections) for c in self.companies.values())
+        return self._new_connection(company, platform, make_uuid(self.settings.seed, 90_000 + serial), now_iso())
 
     def link(self, connection: Connection) -> None:
         if connection.status == "Linked":
             return
         settings = self.settings_for(self.companies[connection.company_id])
-        first = tuple(s["dataType"] for s in settings if s.get("fetchOnFirstLink") and s["dataType"].startswith("commerce-"))
+        first = tuple(s["dataType"] for s in settings
+                      if s.get("fetchOnFirstLink") and s["dataType"].startswith("commerce-"))
         self._link(connection, at=time.time(), delay=self.settings.sync_delay,
                    data_types=first if connection.platform.source_type == "Commerce" else ())
 
