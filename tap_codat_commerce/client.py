@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import orjson
 import requests
 from singer_sdk import Stream, Tap
+from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.schema.source import SchemaDirectory, StreamSchema
 
 logger = logging.getLogger("tap_codat_commerce.client")
@@ -305,6 +306,9 @@ class CodatStream(Stream):
     """Base stream: the tap's one CodatClient, its schema file, and failures named in one line."""
 
     schema = StreamSchema(SchemaDirectory(_schema_dir()))
+    # Records arrive typed (orjson numbers) and dates are normalised in post_process:
+    # the SDK's recursive conformance would cost ~60% of the sync for nothing.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
 
     def __init__(self, tap: Tap, *, name: str | None = None) -> None:
         super().__init__(tap, name=name)

@@ -14,6 +14,7 @@ from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
 from .client import MAX_PAGE_SIZE, CodatClient, CodatError, RetryPolicy, is_loopback
+from .output import OrjsonWriter
 from .streams import COMMERCE_ENDPOINTS, CommerceStream, CompaniesStream, ConnectionsStream
 
 DEFAULT_BASE_URL = "https://api.codat.io"
@@ -24,6 +25,7 @@ class TapCodatCommerce(Tap):
     """Singer tap for Codat's Commerce API."""
 
     name = "tap-codat-commerce"
+    message_writer_class = OrjsonWriter
 
     config_jsonschema = th.PropertiesList(
         th.Property("api_key", th.StringType, required=True, secret=True,
