@@ -8,30 +8,32 @@ bounded pool (``max_concurrency``) while records are still yielded in page order
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import random
 import sys
 import threading
 import time
-from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
 import requests
 from singer_sdk import Stream, Tap
 from singer_sdk.helpers.conform import TypeConformanceLevel
+from singer_sdk.helpers.types import Context
 from singer_sdk.schema.source import SchemaDirectory, StreamSchema
 
 logger = logging.getLogger("tap_codat_commerce.client")
 
+T = TypeVar("T")
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 CODAT_CONCURRENCY_PER_COMPANY = 10
 MAX_PAGE_SIZE = 5000
@@ -132,6 +134,7 @@ class CodatClient:
         self._company_slots: dict[str, threading.BoundedSemaphore] = {}
         self._slots_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self._waiting = 0
         self.requests_sent = 0
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -235,60 +238,111 @@ class CodatClient:
         return orjson.loads(response.content) if response.content else None
 
     # --- paging -----------------------------------------------------------------------------
-    def _page(self, path: str, params: dict[str, Any], number: int, size: int) -> Page:
+    def fetch_page(self, path: str, params: dict[str, Any], number: int, size: int) -> Page:
         body = self.get_json(path, {**params, "page": number, "pageSize": size})
         if not isinstance(body, dict) or not isinstance(body.get("results"), list):
             raise RequestFailedError(f"GET {path} page {number}: the answer is not a Codat page")
         total = body.get("totalResults")
-        served = body.get("pageNumber", number)
-        if served != number:  # a mock that ignores `page` would loop forever
-            return Page(number, [], total if isinstance(total, int) else None)
-        return Page(number, body["results"], total if isinstance(total, int) else None)
+        total = total if isinstance(total, int) else None
+        if body.get("pageNumber", number) != number:  # a mock that ignores `page` would loop forever
+            return Page(number, [], total)
+        return Page(number, body["results"], total)
 
-    def iter_pages(self, path: str, params: dict[str, Any] | None = None, *,
-                   page_size: int = 100, ahead: int = 0) -> Iterator[Page]:
-        """Every page of a Codat list, in order; ``ahead`` pages are fetched in advance."""
-        params = dict(params or {})
-        first = self._page(path, params, 1, page_size)
-        yield first
-        if not first.results or first.total is None or len(first.results) >= first.total:
-            if first.total is None and len(first.results) == page_size:
-                yield from self._iter_unknown_total(path, params, page_size)
-            return
-        last = -(-first.total // page_size)
-        queue: deque[Future[Page]] = deque()
-        next_number = 2
-        while next_number <= last or queue:
-            while next_number <= last and len(queue) < max(ahead, 0) + 1:
-                if ahead:
-                    queue.append(self.pool.submit(self._page, path, params, next_number, page_size))
-                else:
-                    done: Future[Page] = Future()
-                    done.set_result(self._page(path, params, next_number, page_size))
-                    queue.append(done)
-                next_number += 1
-            page = queue.popleft().result()
-            if not page.results:
-                for pending in queue:
-                    pending.cancel()
-                return
-            yield page
+    def try_submit(self, fetch: Callable[..., T], *args: Any) -> Future[T] | None:
+        """Run ``fetch`` in the pool if fewer than ``max_concurrency`` results wait unconsumed."""
+        if self.max_concurrency < 2:
+            return None
+        with self._slots_lock:
+            if self._waiting >= self.max_concurrency:
+                return None
+            self._waiting += 1
+        return self.pool.submit(fetch, *args)
 
-    def _iter_unknown_total(self, path: str, params: dict[str, Any], page_size: int) -> Iterator[Page]:
-        number = 2
-        while True:
-            page = self._page(path, params, number, page_size)
-            if not page.results:
-                return
-            yield page
-            if len(page.results) < page_size:
-                return
-            number += 1
+    def consumed(self, future: Future[T]) -> T:
+        """The result of a submitted fetch (raising its error), giving its slot back."""
+        try:
+            return future.result()
+        finally:
+            with self._slots_lock:
+                self._waiting -= 1
+
+    def pages(self, path: str, params: dict[str, Any] | None = None, *, page_size: int = 100,
+              ahead: int = 0) -> PageStream:
+        """The pages of a Codat list; page 1 starts downloading now if the pool has room."""
+        return PageStream(self, path, dict(params or {}), page_size, ahead)
 
     def iter_records(self, path: str, params: dict[str, Any] | None = None, *,
                      page_size: int = 100, ahead: int = 0) -> Iterator[dict[str, Any]]:
-        for page in self.iter_pages(path, params, page_size=page_size, ahead=ahead):
+        for page in self.pages(path, params, page_size=page_size, ahead=ahead):
             yield from page.results
+
+
+class PageStream:
+    """Every page of one Codat list, in order, with up to ``ahead`` pages fetched in advance.
+
+    Pages are fetched in the client's pool only while it has room; a page nobody fetched
+    ahead is fetched when it is needed, so a consumer never waits on unscheduled work.
+    Paging stops at ``totalResults`` (known from page 1), on an empty page, or on a page
+    that is not the one asked for.
+    """
+
+    def __init__(self, client: CodatClient, path: str, params: dict[str, Any], page_size: int, ahead: int) -> None:
+        self.client = client
+        self.path = path
+        self.params = params
+        self.page_size = page_size
+        self.ahead = ahead
+        self._futures: dict[int, Future[Page]] = {}
+        self._schedule(1)
+
+    def _schedule(self, number: int) -> None:
+        if number not in self._futures:
+            future = self.client.try_submit(self.client.fetch_page, self.path, self.params, number, self.page_size)
+            if future is not None:
+                self._futures[number] = future
+
+    def _take(self, number: int) -> Page:
+        future = self._futures.pop(number, None)
+        if future is None:
+            return self.client.fetch_page(self.path, self.params, number, self.page_size)
+        return self.client.consumed(future)
+
+    def close(self) -> None:
+        """Drop pages fetched ahead that will not be read (after an error)."""
+        for future in self._futures.values():
+            future.cancel()
+            with contextlib.suppress(Exception):
+                self.client.consumed(future)
+        self._futures.clear()
+
+    def __iter__(self) -> Iterator[Page]:
+        try:
+            first = self._take(1)
+            yield first
+            if first.total is None:
+                if len(first.results) == self.page_size:
+                    yield from self._until_short_page()
+                return
+            last = -(-first.total // self.page_size)
+            for number in range(2, last + 1):
+                for upcoming in range(number + 1, min(last, number + self.ahead) + 1):
+                    self._schedule(upcoming)
+                page = self._take(number)
+                if not page.results:
+                    return
+                yield page
+        finally:
+            self.close()
+
+    def _until_short_page(self) -> Iterator[Page]:
+        number, size = 1, self.page_size
+        page = None
+        while page is None or len(page.results) == size:
+            number += 1
+            page = self._take(number)
+            if not page.results:
+                return
+            yield page
 
 
 def is_loopback(url: str) -> bool:
@@ -303,7 +357,7 @@ def _schema_dir() -> Path:
 
 
 class CodatStream(Stream):
-    """Base stream: the tap's one CodatClient, its schema file, and failures named in one line."""
+    """Base stream: the tap's one CodatClient, its schema file, prefetching, one-line failures."""
 
     schema = StreamSchema(SchemaDirectory(_schema_dir()))
     # Records arrive typed (orjson numbers) and dates are normalised in post_process:
@@ -313,14 +367,27 @@ class CodatStream(Stream):
     def __init__(self, tap: Tap, *, name: str | None = None) -> None:
         super().__init__(tap, name=name)
         self.client: CodatClient = tap.client  # type: ignore[attr-defined]
+        self._prefetched: dict[tuple[Any, ...], Any] = {}
 
     @property
     def page_size(self) -> int:
         return int(self.config.get("page_size", MAX_PAGE_SIZE))
 
-    @property
-    def pages_ahead(self) -> int:
-        return 0
+    def open(self, context: Context | None) -> Any:
+        """Start reading ``context``: a PageStream (or a Future) the records come from."""
+        raise NotImplementedError
+
+    def prefetch(self, context: Context) -> None:
+        """Start downloading ``context``'s first page now, to be read when the SDK gets here."""
+        if self.selected or self.has_selected_descendents:
+            key = tuple(sorted(context.items()))
+            if key not in self._prefetched:
+                self._prefetched[key] = self.open(context)
+
+    def opened(self, context: Context) -> Any:
+        """What :meth:`prefetch` started for ``context``, else a fresh :meth:`open`."""
+        found = self._prefetched.pop(tuple(sorted(context.items())), None)
+        return found if found is not None else self.open(context)
 
     def log(self, message: str, *args: Any, level: int = logging.INFO, **kwargs: Any) -> None:
         # The SDK logs "unhandled error" at ERROR for every stream a failure passes through;

@@ -38,6 +38,14 @@ def to_utc(value: str) -> str | None:
     return parsed.replace(tzinfo=None).isoformat() + "Z"
 
 
+def to_datetime(value: str) -> datetime:
+    """A bookmark or setting as an aware UTC datetime (unqualified times are UTC)."""
+    parsed = pendulum.parse(str(value))
+    if not isinstance(parsed, datetime):
+        raise ValueError(f"{value!r} is not a date and time")
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 def build_normaliser(schema: dict[str, Any], stream: str) -> Normaliser | None:
     """A function normalising every date-time field of a record in place, or None."""
     return _object_normaliser(schema, stream)

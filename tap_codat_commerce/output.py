@@ -24,7 +24,7 @@ def _default(value: Any) -> Any:
 
 
 class OrjsonWriter(GenericSingerWriter[bytes, Message]):
-    def serialize_message(self, message: Message) -> bytes:  # noqa: PLR6301
+    def serialize_message(self, message: Message) -> bytes:
         return orjson.dumps(message.to_dict(), default=_default, option=orjson.OPT_APPEND_NEWLINE)
 
     def write_message(self, message: Message) -> None:

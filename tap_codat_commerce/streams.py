@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from singer_sdk.helpers.types import Context
 
-from .client import CodatError, CodatStream, RequestFailedError
-from .dates import build_normaliser
+from .client import CodatStream, PageStream, RequestFailedError
+from .dates import build_normaliser, to_datetime
 
 if TYPE_CHECKING:
     from .tap import TapCodatCommerce
@@ -44,16 +47,25 @@ COMMERCE_ENDPOINTS: tuple[CommerceEndpoint, ...] = (
 UNAVAILABLE_STATUSES = (404, 409)
 
 
+def shard_of(company_id: str, shard_count: int) -> int:
+    """A company's shard: a hash that is stable across runs, machines and Python versions."""
+    return zlib.crc32(company_id.lower().encode()) % shard_count
+
+
 class CompaniesStream(CodatStream):
-    """Every company of the client (or the configured ``company_ids``)."""
+    """Every company of the client (or the configured ``company_ids``), in this worker's shard."""
 
     name = "companies"
     primary_keys = ("id",)
 
-    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+    def open(self, context: Context | None) -> PageStream:
+        return self.client.pages("/companies", page_size=self.page_size)
+
+    def _companies(self) -> Iterable[dict[str, Any]]:
         company_ids = self.config.get("company_ids")
         if not company_ids:
-            yield from self.client.iter_records("/companies", page_size=self.page_size)
+            for page in self.open(None):
+                yield from page.results
             return
         for company_id in company_ids:
             try:
@@ -62,6 +74,17 @@ class CompaniesStream(CodatStream):
                 if exc.status != 404:
                     raise
                 self.logger.warning("Company %s not found (%s); skipping it", company_id, exc.codat_message)
+
+    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        shard_count = int(self.config.get("shard_count", 1))
+        shard_index = int(self.config.get("shard_index", 0))
+        mine = [c for c in self._companies() if shard_of(c["id"], shard_count) == shard_index]
+        connections = next(s for s in self.child_streams if isinstance(s, ConnectionsStream))
+        lookahead = self.client.max_concurrency
+        for position, company in enumerate(mine):
+            for upcoming in mine[position:position + lookahead]:
+                connections.prefetch({"companyId": upcoming["id"]})
+            yield company
 
     def get_child_context(self, record: dict[str, Any], context: Context | None) -> dict[str, Any]:
         return {"companyId": record["id"]}
@@ -74,12 +97,15 @@ class ConnectionsStream(CodatStream):
     primary_keys = ("companyId", "id")
     parent_stream_type = CompaniesStream
 
+    def open(self, context: Context | None) -> PageStream:
+        assert context is not None
+        return self.client.pages(f"/companies/{context['companyId']}/connections", page_size=self.page_size)
+
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         assert context is not None
-        company_id = context["companyId"]
-        with self.failure_context(company_id):
-            yield from self.client.iter_records(f"/companies/{company_id}/connections",
-                                                page_size=self.page_size)
+        with self.failure_context(context["companyId"]):
+            for page in self.opened(context):
+                yield from page.results
 
     def get_child_context(self, record: dict[str, Any], context: Context | None) -> dict[str, Any] | None:
         if record.get("sourceType") != "Commerce":
@@ -92,8 +118,12 @@ class ConnectionsStream(CodatStream):
 
     def generate_child_contexts(self, record: dict[str, Any], context: Context | None) -> Iterable[Context | None]:
         child = self.get_child_context(record, context)
-        if child is not None:  # a non-commerce connection is not an error: no children, no warning
-            yield child
+        if child is None:
+            return  # a non-commerce connection has no children, and that is no warning
+        for stream in self.child_streams:  # the connection's data types download side by side
+            if isinstance(stream, CodatStream):
+                stream.prefetch(child)
+        yield child
 
 
 class CommerceStream(CodatStream):
@@ -114,21 +144,42 @@ class CommerceStream(CodatStream):
     def is_sorted(self) -> bool:
         return self.endpoint.incremental  # the server orders by modifiedDate
 
+    def _path(self, context: Context) -> str:
+        return f"/companies/{context['companyId']}/connections/{context['connectionId']}/data/{self.endpoint.path}"
+
+    def open(self, context: Context | None) -> PageStream | Future[Any] | None:
+        assert context is not None
+        if self.endpoint.single_object:
+            return self.client.try_submit(self.client.get_json, self._path(context))
+        params: dict[str, Any] = {"orderBy": "modifiedDate"}
+        start = self.resume_from(context)
+        if start is not None:
+            params["query"] = f"modifiedDate>={start.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+        return self.client.pages(self._path(context), params, page_size=self.page_size, ahead=1)
+
+    def resume_from(self, context: Context) -> datetime | None:
+        """The later of this connection's bookmark and start_date.
+
+        The SDK's get_starting_timestamp() only answers once the context's sync has begun;
+        prefetching asks earlier, so this reads the same two inputs itself.
+        """
+        bookmark = self.get_context_state(context).get("replication_key_value")
+        candidates = [to_datetime(v) for v in (bookmark, self.config.get("start_date")) if v]
+        return max(candidates) if candidates else None
+
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         assert context is not None
         company_id, connection_id = context["companyId"], context["connectionId"]
-        path = f"/companies/{company_id}/connections/{connection_id}/data/{self.endpoint.path}"
+        source = self.opened(context)
         with self.failure_context(company_id, connection_id):
             try:
-                if self.endpoint.single_object:
-                    yield self.client.get_json(path)
-                    return
-                params: dict[str, Any] = {"orderBy": "modifiedDate"}
-                start = self.get_starting_timestamp(context)
-                if start is not None:
-                    params["query"] = f"modifiedDate>={start.strftime('%Y-%m-%dT%H:%M:%SZ')}"
-                yield from self.client.iter_records(path, params, page_size=self.page_size,
-                                                    ahead=self.pages_ahead)
+                if isinstance(source, PageStream):
+                    for page in source:
+                        yield from page.results
+                elif isinstance(source, Future):
+                    yield self.client.consumed(source)
+                else:
+                    yield self.client.get_json(self._path(context))
             except RequestFailedError as exc:
                 if exc.status not in UNAVAILABLE_STATUSES:
                     raise
@@ -142,7 +193,3 @@ class CommerceStream(CodatStream):
         if self._normalise is not None:
             self._normalise(row)
         return row
-
-
-__all__ = ["COMMERCE_ENDPOINTS", "CodatError", "CommerceEndpoint", "CommerceStream", "CompaniesStream",
-           "ConnectionsStream"]

@@ -19,6 +19,7 @@ from .streams import COMMERCE_ENDPOINTS, CommerceStream, CompaniesStream, Connec
 
 DEFAULT_BASE_URL = "https://api.codat.io"
 DEFAULT_PAGE_SIZE = 5000
+DEFAULT_CONCURRENCY = 8
 
 
 class TapCodatCommerce(Tap):
@@ -40,6 +41,14 @@ class TapCodatCommerce(Tap):
                     description="Only these companies (UUIDs). Default: every company of the client."),
         th.Property("page_size", th.IntegerType, default=DEFAULT_PAGE_SIZE, title="Page size",
                     description=f"Records per request, 1-{MAX_PAGE_SIZE} (Codat's maximum)."),
+        th.Property("max_concurrency", th.IntegerType, default=DEFAULT_CONCURRENCY, title="Max concurrency",
+                    description="Requests in flight at once (pages fetched ahead, data types side by side, "
+                                "the next companies' connections). 1 = strictly sequential. Never more than "
+                                "10 per company, Codat's limit."),
+        th.Property("shard_count", th.IntegerType, default=1, title="Shard count",
+                    description="Split companies over this many workers (stable hash of company id)."),
+        th.Property("shard_index", th.IntegerType, default=0, title="Shard index",
+                    description="Which shard this worker syncs: 0 to shard_count - 1."),
         th.Property("max_retries", th.IntegerType, default=8, title="Max tries",
                     description="Attempts per request for 408/429/5xx, timeouts and dropped connections."),
         th.Property("max_retry_after", th.NumberType, default=300, title="Max Retry-After (s)",
@@ -69,6 +78,7 @@ class TapCodatCommerce(Tap):
             retry=RetryPolicy(max_tries=int(config.get("max_retries", 8)),
                               max_retry_after=float(config.get("max_retry_after", 300))),
             timeout=float(config.get("request_timeout", 120)),
+            max_concurrency=int(config.get("max_concurrency", DEFAULT_CONCURRENCY)),
             user_agent=f"{self.name}/{self.plugin_version}",
         )
 
@@ -108,6 +118,14 @@ def settings_errors(config: dict[str, Any]) -> list[str]:
             pendulum.parse(str(start_date))
         except (ValueError, pendulum.parsing.exceptions.ParserError):
             errors.append(f"start_date: {start_date!r} is not a date")
+    concurrency = config.get("max_concurrency", DEFAULT_CONCURRENCY)
+    if not isinstance(concurrency, int) or not 1 <= concurrency <= 64:
+        errors.append(f"max_concurrency: {concurrency!r} is not between 1 and 64")
+    shard_count, shard_index = config.get("shard_count", 1), config.get("shard_index", 0)
+    if not isinstance(shard_count, int) or shard_count < 1:
+        errors.append(f"shard_count: {shard_count!r} is not a positive whole number")
+    elif not isinstance(shard_index, int) or not 0 <= shard_index < shard_count:
+        errors.append(f"shard_index: {shard_index!r} is not between 0 and shard_count - 1 ({shard_count - 1})")
     for company_id in config.get("company_ids") or []:
         try:
             uuid.UUID(str(company_id))
