@@ -14,6 +14,7 @@ import random
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -134,7 +135,8 @@ class CodatClient:
         self._company_slots: dict[str, threading.BoundedSemaphore] = {}
         self._slots_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
-        self._waiting = 0
+        self._waiting = 0  # fetched-ahead results not yet read (bounded by max_concurrency)
+        self._queued: deque[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = deque()
         self.requests_sent = 0
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -248,23 +250,43 @@ class CodatClient:
             return Page(number, [], total)
         return Page(number, body["results"], total)
 
-    def try_submit(self, fetch: Callable[..., T], *args: Any) -> Future[T] | None:
-        """Run ``fetch`` in the pool if fewer than ``max_concurrency`` results wait unconsumed."""
+    def fetch_ahead(self, fetch: Callable[..., T], *args: Any) -> Future[T] | None:
+        """Queue ``fetch(*args)`` for the pool; it starts once fewer than ``max_concurrency``
+        fetched results wait unread. None when running sequentially."""
         if self.max_concurrency < 2:
             return None
+        future: Future[T] = Future()
         with self._slots_lock:
-            if self._waiting >= self.max_concurrency:
-                return None
-            self._waiting += 1
-        return self.pool.submit(fetch, *args)
+            self._queued.append((future, fetch, args))
+        self._launch()
+        return future
 
-    def consumed(self, future: Future[T]) -> T:
-        """The result of a submitted fetch (raising its error), giving its slot back."""
+    def _launch(self) -> None:
+        while True:
+            with self._slots_lock:
+                if self._waiting >= self.max_concurrency or not self._queued:
+                    return
+                future, fetch, args = self._queued.popleft()
+                if not future.set_running_or_notify_cancel():
+                    continue  # its reader got there first and fetched it itself
+                self._waiting += 1
+            self.pool.submit(_complete, future, fetch, args)
+
+    def collect(self, future: Future[T], fetch: Callable[..., T], *args: Any) -> T:
+        """The result of a :meth:`fetch_ahead`; fetched here and now if it has not started."""
+        if future.cancel():
+            return fetch(*args)
         try:
             return future.result()
         finally:
             with self._slots_lock:
                 self._waiting -= 1
+            self._launch()
+
+    def discard(self, future: Future[Any]) -> None:
+        """Forget a :meth:`fetch_ahead` whose result will not be read."""
+        with contextlib.suppress(Exception):
+            self.collect(future, lambda: None)
 
     def pages(self, path: str, params: dict[str, Any] | None = None, *, page_size: int = 100,
               ahead: int = 0) -> PageStream:
@@ -275,6 +297,13 @@ class CodatClient:
                      page_size: int = 100, ahead: int = 0) -> Iterator[dict[str, Any]]:
         for page in self.pages(path, params, page_size=page_size, ahead=ahead):
             yield from page.results
+
+
+def _complete(future: Future[T], fetch: Callable[..., T], args: tuple[Any, ...]) -> None:
+    try:
+        future.set_result(fetch(*args))
+    except BaseException as exc:
+        future.set_exception(exc)
 
 
 class PageStream:
@@ -297,7 +326,7 @@ class PageStream:
 
     def _schedule(self, number: int) -> None:
         if number not in self._futures:
-            future = self.client.try_submit(self.client.fetch_page, self.path, self.params, number, self.page_size)
+            future = self.client.fetch_ahead(self.client.fetch_page, self.path, self.params, number, self.page_size)
             if future is not None:
                 self._futures[number] = future
 
@@ -305,14 +334,12 @@ class PageStream:
         future = self._futures.pop(number, None)
         if future is None:
             return self.client.fetch_page(self.path, self.params, number, self.page_size)
-        return self.client.consumed(future)
+        return self.client.collect(future, self.client.fetch_page, self.path, self.params, number, self.page_size)
 
     def close(self) -> None:
         """Drop pages fetched ahead that will not be read (after an error)."""
         for future in self._futures.values():
-            future.cancel()
-            with contextlib.suppress(Exception):
-                self.client.consumed(future)
+            self.client.discard(future)
         self._futures.clear()
 
     def __iter__(self) -> Iterator[Page]:

@@ -80,7 +80,9 @@ class CompaniesStream(CodatStream):
         shard_index = int(self.config.get("shard_index", 0))
         mine = [c for c in self._companies() if shard_of(c["id"], shard_count) == shard_index]
         connections = next(s for s in self.child_streams if isinstance(s, ConnectionsStream))
-        lookahead = self.client.max_concurrency
+        # Look a little ahead only: waiting connection lists hold fetch slots that the
+        # current connection's data types need more.
+        lookahead = 1 + self.client.max_concurrency // 4
         for position, company in enumerate(mine):
             for upcoming in mine[position:position + lookahead]:
                 connections.prefetch({"companyId": upcoming["id"]})
@@ -150,7 +152,7 @@ class CommerceStream(CodatStream):
     def open(self, context: Context | None) -> PageStream | Future[Any] | None:
         assert context is not None
         if self.endpoint.single_object:
-            return self.client.try_submit(self.client.get_json, self._path(context))
+            return self.client.fetch_ahead(self.client.get_json, self._path(context))
         params: dict[str, Any] = {"orderBy": "modifiedDate"}
         start = self.resume_from(context)
         if start is not None:
@@ -177,7 +179,7 @@ class CommerceStream(CodatStream):
                     for page in source:
                         yield from page.results
                 elif isinstance(source, Future):
-                    yield self.client.consumed(source)
+                    yield self.client.collect(source, self.client.get_json, self._path(context))
                 else:
                     yield self.client.get_json(self._path(context))
             except RequestFailedError as exc:

@@ -19,7 +19,7 @@ from .streams import COMMERCE_ENDPOINTS, CommerceStream, CompaniesStream, Connec
 
 DEFAULT_BASE_URL = "https://api.codat.io"
 DEFAULT_PAGE_SIZE = 5000
-DEFAULT_CONCURRENCY = 8
+DEFAULT_CONCURRENCY = 16
 
 
 class TapCodatCommerce(Tap):
