@@ -86,6 +86,7 @@ class CompaniesStream(CodatStream):
         for position, company in enumerate(mine):
             for upcoming in mine[position:position + lookahead]:
                 connections.prefetch({"companyId": upcoming["id"]})
+                connections.prefetch_children_if_listed({"companyId": upcoming["id"]})
             yield company
 
     def get_child_context(self, record: dict[str, Any], context: Context | None) -> dict[str, Any]:
@@ -103,6 +104,23 @@ class ConnectionsStream(CodatStream):
         assert context is not None
         return self.client.pages(f"/companies/{context['companyId']}/connections", page_size=self.page_size)
 
+    def prefetch_children_if_listed(self, context: Context) -> None:
+        """If a company's connection list has arrived, queue its data types' first pages too,
+        so that companies overlap (Codat allows only 10 requests in flight per company)."""
+        pages = self._prefetched.get(tuple(sorted(context.items())))
+        first = pages.peek_first() if isinstance(pages, PageStream) else None
+        if first is None or first.total is None or len(first.results) < first.total:
+            return
+        for record in first.results:
+            child = self.get_child_context({**record, "companyId": context["companyId"]}, context)
+            if child is not None:
+                self.prefetch_children(child)
+
+    def prefetch_children(self, child: Context) -> None:
+        for stream in self.child_streams:
+            if isinstance(stream, CodatStream):
+                stream.prefetch(child)
+
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         assert context is not None
         with self.failure_context(context["companyId"]):
@@ -110,21 +128,18 @@ class ConnectionsStream(CodatStream):
                 yield from page.results
 
     def get_child_context(self, record: dict[str, Any], context: Context | None) -> dict[str, Any] | None:
-        if record.get("sourceType") != "Commerce":
-            return None
-        if record.get("status") == "PendingAuth":
-            self.logger.info("Company %s connection %s is not linked yet (PendingAuth); no data to read",
-                             record["companyId"], record["id"])
-            return None
+        if record.get("sourceType") != "Commerce" or record.get("status") == "PendingAuth":
+            return None  # only linked commerce connections have data to read
         return {"companyId": record["companyId"], "connectionId": record["id"]}
 
     def generate_child_contexts(self, record: dict[str, Any], context: Context | None) -> Iterable[Context | None]:
         child = self.get_child_context(record, context)
         if child is None:
+            if record.get("status") == "PendingAuth":
+                self.logger.info("Company %s connection %s is not linked yet (PendingAuth); no data to read",
+                                 record["companyId"], record["id"])
             return  # a non-commerce connection has no children, and that is no warning
-        for stream in self.child_streams:  # the connection's data types download side by side
-            if isinstance(stream, CodatStream):
-                stream.prefetch(child)
+        self.prefetch_children(child)  # the connection's data types download side by side
         yield child
 
 

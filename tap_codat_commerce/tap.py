@@ -18,7 +18,7 @@ from .output import OrjsonWriter
 from .streams import COMMERCE_ENDPOINTS, CommerceStream, CompaniesStream, ConnectionsStream
 
 DEFAULT_BASE_URL = "https://api.codat.io"
-DEFAULT_PAGE_SIZE = 5000
+DEFAULT_PAGE_SIZE = 2000
 DEFAULT_CONCURRENCY = 16
 
 

@@ -175,6 +175,7 @@ class Limits:
         self.day_count = 0
         self.draws = 0
         self.script: dict[str, Any] | None = None
+        self.throttled = 0  # 429s answered
 
     def draw(self) -> float:
         with self.lock:
@@ -227,6 +228,7 @@ class Limits:
         return None, delay
 
     def _too_many(self, retry_after: float) -> Response:
+        self.throttled += 1
         return Response(429, error_body(429, "You have made too many requests in a given amount of time; "
                                              "please retry later."),
                         headers={"Retry-After": f"{retry_after:g}"})
@@ -628,11 +630,13 @@ class SandboxApp:
         if path == "/_sandbox/requests" and method == "GET":
             with self.requests_lock:
                 listed = [{"method": m, "path": p, "params": q} for m, p, q in self.requests]
-            return Response(200, {"requests": listed, "maxInFlight": dict(self.limits.max_in_flight)})
+            return Response(200, {"requests": listed, "maxInFlight": dict(self.limits.max_in_flight),
+                                  "throttled": self.limits.throttled})
         if path == "/_sandbox/requests" and method == "DELETE":
             with self.requests_lock:
                 self.requests.clear()
             self.limits.max_in_flight.clear()
+            self.limits.throttled = 0
             return Response(204)
         raise ApiError(404, f"No resource was found at {path}")
 

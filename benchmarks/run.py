@@ -1,0 +1,252 @@
+"""Throughput, concurrency and memory of tap-codat-commerce against the sandbox, side by side.
+
+    python benchmarks/run.py                       # the three figures, as in the README
+    python benchmarks/run.py --orders 50000 --big-orders 200000 --connections 30   # quicker
+
+(a) CPU-bound: one connection with --orders orders → the tap's records/s into /dev/null,
+    against a plain requests + orjson loop writing the same RECORD lines (the floor any tap
+    can reach), and what the sandbox serves; their ratios. The tap's records are validated
+    against its schemas on a smaller run (numbers stay numbers, dates normalised).
+(b) latency-bound: --connections commerce connections with small data sets and
+    --latency-ms injected latency (Codat's 10-per-company limit on) → wall time with the
+    default concurrency and with concurrency 1; their ratio, peak requests in flight per
+    company and the 429s met.
+(c) peak RSS of the tap on (a)'s shape with --big-orders orders, and with --orders.
+
+Everything runs on loopback; the sandbox is its own process, on the other core.
+Prints a table and writes the results as JSON (--out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import orjson
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TAP = str(BIN / "tap-codat-commerce")
+SANDBOX = str(BIN / "tap-codat-commerce-sandbox")
+
+
+@contextmanager
+def sandbox(*flags: str):
+    """A sandbox process on a free port: yields (base_url, api_key)."""
+    process = subprocess.Popen([SANDBOX, "--port", "0", "--accounting-every", "0", "--sync-delay", "0", *flags],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        lines = [process.stdout.readline() for _ in range(3)]
+        values = dict(line.strip().split("=", 1) for line in lines[1:])
+        yield values["base_url"], values["api_key"]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        process.stdout.close()
+
+
+def session(api_key: str) -> requests.Session:
+    s = requests.Session()
+    s.headers["Authorization"] = "Basic " + base64.b64encode(api_key.encode()).decode()
+    return s
+
+
+def orders_path(base_url: str, api_key: str) -> tuple[str, str, str]:
+    company = session(api_key).get(base_url + "/companies").json()["results"][0]
+    connection = company["dataConnections"][0]["id"]
+    return company["id"], connection, f"/companies/{company['id']}/connections/{connection}/data/commerce-orders"
+
+
+def orders_only_catalog(directory: Path) -> Path:
+    catalog = json.loads(subprocess.run([TAP, "--discover"], capture_output=True, text=True, check=True).stdout)
+    for stream in catalog["streams"]:
+        for entry in stream["metadata"]:
+            if entry["breadcrumb"] == []:
+                entry["metadata"]["selected"] = stream["tap_stream_id"] in ("companies", "connections", "orders")
+    path = directory / "catalog.json"
+    path.write_text(json.dumps(catalog))
+    return path
+
+
+def write_config(directory: Path, base_url: str, api_key: str, **extra: Any) -> Path:
+    path = directory / f"config-{len(list(directory.iterdir()))}.json"
+    path.write_text(json.dumps({"api_key": api_key, "base_url": base_url, **extra}))
+    return path
+
+
+def run_tap(config: Path, catalog: Path, stdout: Any = subprocess.DEVNULL) -> tuple[float, int]:
+    """(wall seconds, peak RSS in MB) of one tap run, measured in a fresh helper process."""
+    helper = (
+        "import resource, subprocess, sys, time\n"
+        "started = time.perf_counter()\n"
+        "done = subprocess.run(sys.argv[1:], stdout=sys.stdout, stderr=subprocess.DEVNULL)\n"
+        "elapsed = time.perf_counter() - started\n"
+        "sys.stderr.write(f'{elapsed} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} {done.returncode}')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", helper, TAP, "--config", str(config), "--catalog", str(catalog)],
+                          stdout=stdout, stderr=subprocess.PIPE, text=True, check=True)
+    elapsed, rss_kb, returncode = done.stderr.strip().split()[-3:]
+    if returncode != "0":
+        raise SystemExit(f"the tap failed (exit {returncode}) with {config}")
+    return float(elapsed), int(rss_kb) // 1024
+
+
+def served(base_url: str, api_key: str, path: str, total: int) -> float:
+    """Records/s the sandbox serves in 5000-record pages (bytes only, nothing parsed)."""
+    s = session(api_key)
+    started = time.perf_counter()
+    for page in range(1, -(-total // 5000) + 1):
+        s.get(base_url + path, params={"page": page, "pageSize": 5000}).content  # noqa: B018
+    return total / (time.perf_counter() - started)
+
+
+def floor_loop(base_url: str, api_key: str, company: str, connection: str, path: str) -> tuple[float, int]:
+    """The plain loop: requests + orjson, the same RECORD lines as the tap, into /dev/null."""
+    s = session(api_key)
+    count = 0
+    started = time.perf_counter()
+    with open(os.devnull, "wb") as out:
+        page = 1
+        while True:
+            body = orjson.loads(s.get(base_url + path, params={"page": page, "pageSize": 5000,
+                                                               "orderBy": "modifiedDate"}).content)
+            for record in body["results"]:
+                record["companyId"], record["connectionId"] = company, connection
+                out.write(orjson.dumps({"type": "RECORD", "stream": "orders", "record": record},
+                                       option=orjson.OPT_APPEND_NEWLINE))
+                count += 1
+            if "next" not in body["_links"]:
+                break
+            page += 1
+    return count / (time.perf_counter() - started), count
+
+
+def validate_output(directory: Path, catalog: Path, orders: int) -> int:
+    """Run the tap on a small data set and validate every order against the schema."""
+    schema = json.loads((ROOT / "schemas" / "orders.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    with sandbox("--companies", "3", "--orders", str(orders)) as (base_url, api_key):
+        output = directory / "validate.jsonl"
+        with output.open("w") as handle:
+            run_tap(write_config(directory, base_url, api_key), catalog, stdout=handle)
+    checked = 0
+    for line in output.read_text().splitlines():
+        message = json.loads(line)
+        if message["type"] == "RECORD" and message["stream"] == "orders":
+            errors = list(validator.iter_errors(message["record"]))
+            if errors:
+                raise SystemExit(f"an emitted order does not validate: {errors[0].message}")
+            record = message["record"]
+            if not isinstance(record["totalAmount"], int | float) or not record["modifiedDate"].endswith("Z"):
+                raise SystemExit("numbers must stay numbers and dates be normalised")
+            checked += 1
+    return checked
+
+
+def cpu_bound(directory: Path, catalog: Path, orders: int) -> dict[str, Any]:
+    with sandbox("--companies", "1", "--orders", str(orders)) as (base_url, api_key):
+        company, connection, path = orders_path(base_url, api_key)
+        served_rate = served(base_url, api_key, path, orders)
+        floor_rate, floor_count = floor_loop(base_url, api_key, company, connection, path)
+        elapsed, rss = run_tap(write_config(directory, base_url, api_key), catalog)
+    tap_rate = orders / elapsed
+    return {"orders": orders, "sandbox_served_per_s": round(served_rate), "floor_per_s": round(floor_rate),
+            "floor_records": floor_count, "tap_per_s": round(tap_rate), "tap_seconds": round(elapsed, 2),
+            "tap_vs_floor": round(tap_rate / floor_rate, 3), "served_vs_tap": round(served_rate / tap_rate, 2),
+            "tap_peak_rss_mb": rss}
+
+
+def latency_bound(directory: Path, catalog: Path, connections: int, latency_ms: int) -> dict[str, Any]:
+    full_catalog = directory / "full-catalog.json"
+    full_catalog.write_text(subprocess.run([TAP, "--discover"], capture_output=True, text=True, check=True).stdout)
+    results: dict[str, Any] = {"connections": connections, "latency_ms": latency_ms}
+    with sandbox("--companies", str(connections), "--orders", "20", "--latency-ms", str(latency_ms),
+                 "--concurrency-limit", "10") as (base_url, api_key):
+        control = session(api_key)
+        for label, extra in (("default", {}), ("concurrency_1", {"max_concurrency": 1})):
+            control.delete(base_url + "/_sandbox/requests")
+            elapsed, _ = run_tap(write_config(directory, base_url, api_key, **extra), full_catalog)
+            log = control.get(base_url + "/_sandbox/requests").json()
+            results[label] = {"seconds": round(elapsed, 2), "requests": len(log["requests"]),
+                              "max_in_flight_per_company": max(log["maxInFlight"].values()),
+                              "429s": log["throttled"]}
+    results["speedup"] = round(results["concurrency_1"]["seconds"] / results["default"]["seconds"], 2)
+    return results
+
+
+def memory(directory: Path, catalog: Path, big_orders: int) -> dict[str, Any]:
+    with sandbox("--companies", "1", "--orders", str(big_orders)) as (base_url, api_key):
+        elapsed, rss = run_tap(write_config(directory, base_url, api_key), catalog)
+    return {"orders": big_orders, "peak_rss_mb": rss, "seconds": round(elapsed, 1),
+            "per_s": round(big_orders / elapsed)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=200_000)
+    parser.add_argument("--big-orders", type=int, default=1_000_000)
+    parser.add_argument("--connections", type=int, default=100)
+    parser.add_argument("--latency-ms", type=int, default=50)
+    parser.add_argument("--skip", choices=("a", "b", "c"), action="append", default=[])
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
+    args = parser.parse_args()
+    results: dict[str, Any] = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]}}
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        catalog = orders_only_catalog(directory)
+        if "a" not in args.skip:
+            results["validated_orders"] = validate_output(directory, catalog, 2000)
+            results["a_cpu_bound"] = cpu_bound(directory, catalog, args.orders)
+        if "b" not in args.skip:
+            results["b_latency_bound"] = latency_bound(directory, catalog, args.connections, args.latency_ms)
+        if "c" not in args.skip:
+            results["c_memory"] = memory(directory, catalog, args.big_orders)
+    print_table(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nresults written to {args.out}")
+    return 0
+
+
+def print_table(results: dict[str, Any]) -> None:
+    rows: list[tuple[str, str, str]] = []
+    if a := results.get("a_cpu_bound"):
+        rows += [
+            ("(a) sandbox serves (5000/page)", f"{a['sandbox_served_per_s']:,} rec/s",
+             f"{a['served_vs_tap']}x the tap"),
+            ("(a) floor: requests+orjson loop", f"{a['floor_per_s']:,} rec/s", "1.00"),
+            ("(a) tap into /dev/null", f"{a['tap_per_s']:,} rec/s", f"{a['tap_vs_floor']:.2f} of floor (goal >= 0.50)"),
+            ("(a) tap output validated", f"{results['validated_orders']:,} orders", "schema + formats"),
+        ]
+    if b := results.get("b_latency_bound"):
+        rows += [
+            (f"(b) {b['connections']} connections, {b['latency_ms']} ms, default",
+             f"{b['default']['seconds']} s", f"{b['speedup']}x faster (goal >= 5)"),
+            ("(b) same, max_concurrency=1", f"{b['concurrency_1']['seconds']} s", "1.00"),
+            ("(b) peak in flight per company", str(b["default"]["max_in_flight_per_company"]), "limit 10"),
+            ("(b) 429s met (default run)", str(b["default"]["429s"]), "honoured"),
+        ]
+    if c := results.get("c_memory"):
+        small = results.get("a_cpu_bound", {}).get("tap_peak_rss_mb")
+        rows += [(f"(c) peak RSS, {c['orders']:,} orders", f"{c['peak_rss_mb']} MB", "goal < 300 MB")]
+        if small:
+            rows += [(f"(c) peak RSS, {results['a_cpu_bound']['orders']:,} orders", f"{small} MB", "")]
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure':<{width}}  {'value':>18}  ratio / goal")
+    for name, value, ratio in rows:
+        print(f"{name:<{width}}  {value:>18}  {ratio}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
