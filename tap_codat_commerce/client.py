@@ -425,6 +425,7 @@ class CodatStream(Stream):
     def __init__(self, tap: Tap, *, name: str | None = None) -> None:
         super().__init__(tap, name=name)
         self.client: CodatClient = tap.client  # type: ignore[attr-defined]
+        self.readiness = tap.readiness  # type: ignore[attr-defined]
         self._prefetched: dict[tuple[Any, ...], Any] = {}
 
     @property

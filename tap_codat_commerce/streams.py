@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Iterable
 from concurrent.futures import Future
@@ -11,38 +12,77 @@ from typing import TYPE_CHECKING, Any
 
 from singer_sdk.helpers.types import Context
 
-from .client import CodatStream, PageStream, RequestFailedError
+from .client import CodatClient, CodatStream, PageStream, RequestFailedError
+from .data_types import CommerceEndpoint, DataTypeStatus, UnknownCompanyError, data_status
 from .dates import build_normaliser, to_datetime
+from .onboarding import refresh, wait_for_sync
 
 if TYPE_CHECKING:
     from .tap import TapCodatCommerce
 
 
 @dataclass(frozen=True)
-class CommerceEndpoint:
-    """One commerce data type: stream name, data path, Codat dataType, replication."""
+class Skipped:
+    """A data type the tap will not ask for on this connection, and why."""
 
-    name: str
-    path: str
-    data_type: str
-    incremental: bool = True
-    single_object: bool = False
+    reason: str
+    routine: bool  # expected (the platform lacks it): logged at INFO, not WARNING
 
 
-COMMERCE_ENDPOINTS: tuple[CommerceEndpoint, ...] = (
-    CommerceEndpoint("company_info", "commerce-info", "commerce-companyInfo",
-                     incremental=False, single_object=True),
-    CommerceEndpoint("customers", "commerce-customers", "commerce-customers"),
-    CommerceEndpoint("disputes", "commerce-disputes", "commerce-disputes"),
-    CommerceEndpoint("locations", "commerce-locations", "commerce-locations"),
-    CommerceEndpoint("orders", "commerce-orders", "commerce-orders"),
-    CommerceEndpoint("payments", "commerce-payments", "commerce-payments"),
-    CommerceEndpoint("payment_methods", "commerce-paymentMethods", "commerce-paymentMethods"),
-    CommerceEndpoint("products", "commerce-products", "commerce-products"),
-    CommerceEndpoint("product_categories", "commerce-productCategories", "commerce-productCategories"),
-    CommerceEndpoint("tax_components", "commerce-taxComponents", "commerce-taxComponents"),
-    CommerceEndpoint("transactions", "commerce-transactions", "commerce-transactions"),
-)
+class Readiness:
+    """Per company, which commerce data types have synced at least once (Codat's dataStatus).
+
+    Types that never synced are skipped without a 404/409 round trip. dataStatus is per
+    company, so a type that synced on any of its connections is read on all of them (a
+    connection that lacks it still answers 404/409, which is skipped too).
+    """
+
+    def __init__(self, client: CodatClient, *, enabled: bool) -> None:
+        self.client = client
+        self.enabled = enabled
+        self._pending: dict[str, Future[dict[str, DataTypeStatus] | None] | None] = {}
+        self._known: dict[str, dict[str, DataTypeStatus] | None] = {}
+
+    def _load(self, company_id: str) -> dict[str, DataTypeStatus] | None:
+        try:
+            return {s.data_type: s for s in data_status(self.client, company_id)}
+        except (RequestFailedError, UnknownCompanyError):
+            return None  # not known: read, and let 404/409 answer
+
+    def prefetch(self, company_id: str) -> None:
+        if self.enabled and company_id not in self._pending and company_id not in self._known:
+            self._pending[company_id] = self.client.fetch_ahead(self._load, company_id)
+
+    def available(self, company_id: str) -> bool:
+        """Known already, or arrived: asking now would not wait."""
+        future = self._pending.get(company_id)
+        return not self.enabled or company_id in self._known or (future is not None and future.done())
+
+    def statuses(self, company_id: str) -> dict[str, DataTypeStatus] | None:
+        if not self.enabled:
+            return None
+        if company_id not in self._known:
+            future = self._pending.pop(company_id, None)
+            self._known[company_id] = (self._load(company_id) if future is None
+                                       else self.client.collect(future, self._load, company_id))
+        return self._known[company_id]
+
+    def forget(self, company_id: str) -> None:
+        self._known.pop(company_id, None)
+        future = self._pending.pop(company_id, None)
+        if future is not None:
+            self.client.discard(future)
+
+    def skip(self, company_id: str, data_type: str) -> Skipped | None:
+        status = (self.statuses(company_id) or {}).get(data_type)
+        if status is None or status.readable:
+            return None
+        if status.status == "NotSupported":
+            return Skipped("not supported by the platform (dataStatus NotSupported)", routine=True)
+        return Skipped(f"never synced (dataStatus {status.status}); enable it with tap-codat-commerce-setup "
+                       "sync-settings, or refresh it", routine=False)
+
+
 # Codat answers these on a data endpoint when there is nothing to read: skip, don't fail.
 UNAVAILABLE_STATUSES = (404, 409)
 
@@ -85,6 +125,7 @@ class CompaniesStream(CodatStream):
         lookahead = 1 + self.client.max_concurrency // 4
         for position, company in enumerate(mine):
             for upcoming in mine[position:position + lookahead]:
+                self.readiness.prefetch(upcoming["id"])
                 connections.prefetch({"companyId": upcoming["id"]})
                 connections.prefetch_children_if_listed({"companyId": upcoming["id"]})
             yield company
@@ -107,6 +148,8 @@ class ConnectionsStream(CodatStream):
     def prefetch_children_if_listed(self, context: Context) -> None:
         """If a company's connection list has arrived, queue its data types' first pages too,
         so that companies overlap (Codat allows only 10 requests in flight per company)."""
+        if self.config.get("refresh_before_read") or not self.readiness.available(context["companyId"]):
+            return
         pages = self._prefetched.get(tuple(sorted(context.items())))
         first = pages.peek_first() if isinstance(pages, PageStream) else None
         if first is None or first.total is None or len(first.results) < first.total:
@@ -123,9 +166,25 @@ class ConnectionsStream(CodatStream):
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         assert context is not None
-        with self.failure_context(context["companyId"]):
+        company_id = context["companyId"]
+        with self.failure_context(company_id):
+            if self.config.get("refresh_before_read"):
+                self.refresh_and_wait(company_id)
             for page in self.opened(context):
                 yield from page.results
+
+    def refresh_and_wait(self, company_id: str) -> None:
+        """Opt-in: queue a sync of the company's enabled data types and wait (bounded) for it."""
+        timeout = float(self.config.get("refresh_timeout", 900))
+        refresh(self.client, company_id)
+        result = wait_for_sync(self.client, company_id, timeout=timeout, interval=min(5.0, timeout / 10))
+        self.readiness.forget(company_id)
+        if result.timed_out:
+            self.logger.warning("Company %s: refresh still running after %.0f s (%s); reading what has synced",
+                                company_id, timeout, ", ".join(result.pending))
+        elif result.failed:
+            self.logger.warning("Company %s: refresh failed for %s; reading what has synced", company_id,
+                                ", ".join(result.failed))
 
     def get_child_context(self, record: dict[str, Any], context: Context | None) -> dict[str, Any] | None:
         if record.get("sourceType") != "Commerce" or record.get("status") == "PendingAuth":
@@ -164,8 +223,11 @@ class CommerceStream(CodatStream):
     def _path(self, context: Context) -> str:
         return f"/companies/{context['companyId']}/connections/{context['connectionId']}/data/{self.endpoint.path}"
 
-    def open(self, context: Context | None) -> PageStream | Future[Any] | None:
+    def open(self, context: Context | None) -> PageStream | Future[Any] | Skipped | None:
         assert context is not None
+        skipped = self.readiness.skip(context["companyId"], self.endpoint.data_type)
+        if skipped is not None:
+            return skipped
         if self.endpoint.single_object:
             return self.client.fetch_ahead(self.client.get_json, self._path(context))
         params: dict[str, Any] = {"orderBy": "modifiedDate"}
@@ -188,6 +250,10 @@ class CommerceStream(CodatStream):
         assert context is not None
         company_id, connection_id = context["companyId"], context["connectionId"]
         source = self.opened(context)
+        if isinstance(source, Skipped):
+            self.logger.log(logging.INFO if source.routine else logging.WARNING, "Skipping %s for company %s "
+                            "connection %s: %s", self.name, company_id, connection_id, source.reason)
+            return
         with self.failure_context(company_id, connection_id):
             try:
                 if isinstance(source, PageStream):

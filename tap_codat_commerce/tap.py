@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import sys
-import uuid
 from functools import cached_property
 from typing import Any
-from urllib.parse import urlsplit
 
-import pendulum
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
-from .client import MAX_PAGE_SIZE, CodatClient, CodatError, RetryPolicy, is_loopback
+from .client import MAX_PAGE_SIZE, CodatClient, CodatError, RetryPolicy
+from .data_types import COMMERCE_ENDPOINTS
 from .output import OrjsonWriter
-from .streams import COMMERCE_ENDPOINTS, CommerceStream, CompaniesStream, ConnectionsStream
-
-DEFAULT_BASE_URL = "https://api.codat.io"
-DEFAULT_PAGE_SIZE = 2000
-DEFAULT_CONCURRENCY = 16
+from .settings import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY, DEFAULT_PAGE_SIZE, settings_errors
+from .streams import CommerceStream, CompaniesStream, ConnectionsStream, Readiness
 
 
 class TapCodatCommerce(Tap):
@@ -49,6 +44,14 @@ class TapCodatCommerce(Tap):
                     description="Split companies over this many workers (stable hash of company id)."),
         th.Property("shard_index", th.IntegerType, default=0, title="Shard index",
                     description="Which shard this worker syncs: 0 to shard_count - 1."),
+        th.Property("check_data_status", th.BooleanType, default=True, title="Check data status",
+                    description="Read each company's dataStatus first and skip data types that never synced "
+                                "(no 404/409 round trip)."),
+        th.Property("refresh_before_read", th.BooleanType, default=False, title="Refresh before read",
+                    description="Queue a Codat sync of each company and wait for it (up to refresh_timeout) "
+                                "before reading it."),
+        th.Property("refresh_timeout", th.NumberType, default=900, title="Refresh timeout (s)",
+                    description="Longest wait for a refresh_before_read sync; then what has synced is read."),
         th.Property("max_retries", th.IntegerType, default=8, title="Max tries",
                     description="Attempts per request for 408/429/5xx, timeouts and dropped connections."),
         th.Property("max_retry_after", th.NumberType, default=300, title="Max Retry-After (s)",
@@ -82,6 +85,10 @@ class TapCodatCommerce(Tap):
             user_agent=f"{self.name}/{self.plugin_version}",
         )
 
+    @cached_property
+    def readiness(self) -> Readiness:
+        return Readiness(self.client, enabled=bool(self.config.get("check_data_status", True)))
+
     def discover_streams(self) -> list[Stream]:
         return [
             CompaniesStream(self),
@@ -97,41 +104,6 @@ class TapCodatCommerce(Tap):
         except CodatError as exc:
             cls.logger.error("Sync failed: %s", exc)
             sys.exit(1)
-
-
-def settings_errors(config: dict[str, Any]) -> list[str]:
-    errors = []
-    if not str(config.get("api_key") or "").strip():
-        errors.append("api_key: must not be empty")
-    base_url = str(config.get("base_url") or DEFAULT_BASE_URL)
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        errors.append(f"base_url: {base_url!r} is not an http(s) URL")
-    elif parts.scheme != "https" and not is_loopback(base_url):
-        errors.append(f"base_url: {base_url!r} must use https (plain http is allowed only on loopback)")
-    page_size = config.get("page_size", DEFAULT_PAGE_SIZE)
-    if not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
-        errors.append(f"page_size: {page_size!r} is not between 1 and {MAX_PAGE_SIZE}")
-    start_date = config.get("start_date")
-    if start_date is not None:
-        try:
-            pendulum.parse(str(start_date))
-        except (ValueError, pendulum.parsing.exceptions.ParserError):
-            errors.append(f"start_date: {start_date!r} is not a date")
-    concurrency = config.get("max_concurrency", DEFAULT_CONCURRENCY)
-    if not isinstance(concurrency, int) or not 1 <= concurrency <= 64:
-        errors.append(f"max_concurrency: {concurrency!r} is not between 1 and 64")
-    shard_count, shard_index = config.get("shard_count", 1), config.get("shard_index", 0)
-    if not isinstance(shard_count, int) or shard_count < 1:
-        errors.append(f"shard_count: {shard_count!r} is not a positive whole number")
-    elif not isinstance(shard_index, int) or not 0 <= shard_index < shard_count:
-        errors.append(f"shard_index: {shard_index!r} is not between 0 and shard_count - 1 ({shard_count - 1})")
-    for company_id in config.get("company_ids") or []:
-        try:
-            uuid.UUID(str(company_id))
-        except ValueError:
-            errors.append(f"company_ids: {company_id!r} is not a company id (a UUID)")
-    return errors
 
 
 if __name__ == "__main__":

@@ -1,0 +1,77 @@
+"""The eleven commerce data types as data, and what Codat's dataStatus says of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .client import CodatClient, CodatError, RequestFailedError
+
+
+@dataclass(frozen=True)
+class CommerceEndpoint:
+    """One commerce data type: stream name, data path, Codat dataType, replication."""
+
+    name: str
+    path: str
+    data_type: str
+    incremental: bool = True
+    single_object: bool = False
+
+
+COMMERCE_ENDPOINTS: tuple[CommerceEndpoint, ...] = (
+    CommerceEndpoint("company_info", "commerce-info", "commerce-companyInfo",
+                     incremental=False, single_object=True),
+    CommerceEndpoint("customers", "commerce-customers", "commerce-customers"),
+    CommerceEndpoint("disputes", "commerce-disputes", "commerce-disputes"),
+    CommerceEndpoint("locations", "commerce-locations", "commerce-locations"),
+    CommerceEndpoint("orders", "commerce-orders", "commerce-orders"),
+    CommerceEndpoint("payments", "commerce-payments", "commerce-payments"),
+    CommerceEndpoint("payment_methods", "commerce-paymentMethods", "commerce-paymentMethods"),
+    CommerceEndpoint("products", "commerce-products", "commerce-products"),
+    CommerceEndpoint("product_categories", "commerce-productCategories", "commerce-productCategories"),
+    CommerceEndpoint("tax_components", "commerce-taxComponents", "commerce-taxComponents"),
+    CommerceEndpoint("transactions", "commerce-transactions", "commerce-transactions"),
+)
+COMMERCE_DATA_TYPES = tuple(e.data_type for e in COMMERCE_ENDPOINTS)
+# What users may type for a data type: the dataType, its data path, or the tap's stream name.
+DATA_TYPE_ALIASES = {alias.lower(): e.data_type for e in COMMERCE_ENDPOINTS for alias in (e.data_type, e.path, e.name)}
+FAILED = frozenset({"FetchError", "MapError", "InternalError", "ProcessingError", "ValidationError", "AuthError",
+                    "Cancelled", "RateLimitError", "PermissionsError", "PrerequisiteNotMet"})
+FINISHED = frozenset({"Complete", "NotSupported"})
+
+
+class UnknownCompanyError(CodatError):
+    """dataStatus answered 404: no such company."""
+
+
+@dataclass
+class DataTypeStatus:
+    data_type: str
+    status: str  # Codat's currentStatus, or "NeverSynced"
+    last_successful_sync: str | None
+    readable: bool  # the tap can read it now (a sync has completed once)
+
+    @property
+    def done(self) -> bool:
+        return self.status in FINISHED or self.status in FAILED
+
+    @property
+    def failed(self) -> bool:
+        return self.status in FAILED
+
+
+def data_status(client: CodatClient, company_id: str) -> list[DataTypeStatus]:
+    """Per commerce data type: status, last successful sync, and whether it can be read now."""
+    try:
+        body = client.get_json(f"/companies/{company_id}/dataStatus")
+    except RequestFailedError as exc:
+        if exc.status == 404:
+            raise UnknownCompanyError(f"no company with id {company_id}") from None
+        raise
+    statuses = []
+    for data_type in COMMERCE_DATA_TYPES:
+        entry = body.get(data_type) or {}
+        last = entry.get("lastSuccessfulSync")
+        status = entry.get("currentStatus") or "NeverSynced"
+        statuses.append(DataTypeStatus(data_type, status, last, bool(last) or status == "Complete"))
+    return statuses

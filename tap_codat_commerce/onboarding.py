@@ -1,0 +1,363 @@
+"""Before the first sync: enable commerce sync settings, onboard a company, wait for its data.
+
+Python API (each function takes the shared :class:`CodatClient`) and the console script
+``tap-codat-commerce-setup``::
+
+    tap-codat-commerce-setup sync-settings [--schedule-hours 24] [--dry-run]
+    tap-codat-commerce-setup create-company --name NAME --platform P [--reuse] [--json]
+    tap-codat-commerce-setup status --company ID [--json]
+    tap-codat-commerce-setup refresh --company ID [--data-type T]
+    tap-codat-commerce-setup wait --company ID [--timeout S]
+
+Settings as the tap's: ``--config FILE`` or ``TAP_CODAT_COMMERCE_API_KEY`` /
+``TAP_CODAT_COMMERCE_BASE_URL``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, TextIO
+
+from .client import CodatClient, CodatError, RetryPolicy
+from .data_types import (
+    COMMERCE_DATA_TYPES,
+    DATA_TYPE_ALIASES,
+    DataTypeStatus,
+    data_status,
+)
+from .settings import DEFAULT_BASE_URL, settings_errors
+
+COMPANY_NAME = re.compile(r"^[A-Za-z0-9\s\-',&@.?!]+$")
+
+
+class SetupError(CodatError):
+    """A setup step that cannot go on; its message is the one line the user sees."""
+
+
+# --- sync settings ----------------------------------------------------------------------------
+@dataclass
+class SettingChange:
+    data_type: str
+    before: dict[str, Any] | None
+    after: dict[str, Any]
+
+
+def enable_commerce_sync(client: CodatClient, *, schedule_hours: int = 24,
+                         dry_run: bool = False) -> list[SettingChange]:
+    """Fetch every commerce data type on first link and every ``schedule_hours``; others untouched."""
+    if schedule_hours < 1:
+        raise SetupError("--schedule-hours must be at least 1")
+    profile = client.get_json("/profile/syncSettings")
+    settings: list[dict[str, Any]] = profile.get("settings") or []
+    by_type = {s.get("dataType"): s for s in settings}
+    changes = []
+    next_order = max((s.get("syncOrder") or 0 for s in settings), default=0) + 1
+    for data_type in COMMERCE_DATA_TYPES:
+        current = by_type.get(data_type)
+        wanted = {**(current or {"dataType": data_type, "syncOrder": next_order, "isLocked": False}),
+                  "fetchOnFirstLink": True, "syncSchedule": schedule_hours}
+        if current is None:
+            settings.append(wanted)
+            next_order += 1
+        elif current == wanted:
+            continue
+        else:
+            settings[settings.index(current)] = wanted
+        changes.append(SettingChange(data_type, current, wanted))
+    if changes and not dry_run:
+        body = {"clientId": profile.get("clientId"), "settings": settings,
+                "overridesDefaults": profile.get("overridesDefaults", True)}
+        client.send_json("POST", "/profile/syncSettings", body)
+    return changes
+
+
+# --- companies and connections ------------------------------------------------------------------
+@dataclass
+class Onboarded:
+    company_id: str
+    company_name: str
+    connection_id: str
+    platform: str
+    link_url: str
+    reused_company: bool = False
+
+
+def commerce_platforms(client: CodatClient) -> list[dict[str, Any]]:
+    return [i for page in client.pages("/integrations", page_size=500) for i in page.results
+            if i.get("sourceType") == "Commerce" and i.get("enabled", True)]
+
+
+def resolve_platform(client: CodatClient, wanted: str) -> dict[str, Any]:
+    """A commerce integration by 4-letter key or by name (any case)."""
+    platforms = commerce_platforms(client)
+    for platform in platforms:
+        if wanted.strip().lower() in (str(platform.get("key", "")).lower(), str(platform.get("name", "")).lower()):
+            return platform
+    known = ", ".join(f"{p['name']} ({p['key']})" for p in sorted(platforms, key=lambda p: p["name"]))
+    raise SetupError(f"unknown commerce platform {wanted!r}; commerce platforms: {known}")
+
+
+def check_company_name(name: str) -> str:
+    name = name.strip()
+    if not name:
+        raise SetupError("the company name is empty")
+    if not COMPANY_NAME.match(name):
+        bad = "".join(sorted({ch for ch in name if not COMPANY_NAME.match(ch)}))
+        raise SetupError(f"the company name {name!r} has characters Codat does not accept: {bad!r} "
+                         "(allowed: letters, digits, spaces and - ' , & @ . ? !)")
+    return name
+
+
+def find_company(client: CodatClient, name: str) -> dict[str, Any] | None:
+    for page in client.pages("/companies", page_size=500):
+        for company in page.results:
+            if company.get("name") == name:
+                return company
+    return None
+
+
+def create_company(client: CodatClient, name: str, platform: str, *, reuse: bool = False,
+                   description: str | None = None) -> Onboarded:
+    """Create (or reuse) a company and a commerce connection whose linkUrl the customer opens."""
+    name = check_company_name(name)
+    integration = resolve_platform(client, platform)  # before anything is created
+    company = find_company(client, name) if reuse else None
+    reused = company is not None
+    if company is None:
+        body: dict[str, Any] = {"name": name}
+        if description:
+            body["description"] = description
+        company = client.send_json("POST", "/companies", body)
+    try:
+        connection = client.send_json("POST", f"/companies/{company['id']}/connections",
+                                      {"platformKey": integration["key"]})
+    except CodatError as exc:
+        if reused:
+            raise SetupError(f"could not add a {integration['name']} connection to company {company['id']}: "
+                             f"{exc}") from None
+        try:
+            client.request("DELETE", f"/companies/{company['id']}")
+        except CodatError:
+            raise SetupError(f"created company {company['id']} but not its connection ({exc}); "
+                             "the company was NOT removed: delete it or rerun with --reuse") from None
+        raise SetupError(f"could not create the {integration['name']} connection ({exc}); "
+                         "the company just created was removed again") from None
+    return Onboarded(company["id"], company["name"], connection["id"], integration["name"], connection["linkUrl"],
+                     reused)
+
+
+# --- status, refresh, wait ----------------------------------------------------------------------
+def refresh(client: CodatClient, company_id: str, data_type: str | None = None,
+            connection_id: str | None = None) -> list[str]:
+    """Queue a sync of one data type (or of all that are enabled); returns what was queued."""
+    if data_type is None:
+        client.request("POST", f"/companies/{company_id}/data/all")
+        return ["all enabled data types"]
+    resolved = DATA_TYPE_ALIASES.get(data_type.lower())
+    if resolved is None:
+        raise SetupError(f"unknown commerce data type {data_type!r}; one of: {', '.join(COMMERCE_DATA_TYPES)}")
+    params = {"connectionId": connection_id} if connection_id else None
+    client.request("POST", f"/companies/{company_id}/data/queue/{resolved}", params=params)
+    return [resolved]
+
+
+def enabled_data_types(client: CodatClient, company_id: str) -> set[str]:
+    settings = client.get_json(f"/companies/{company_id}/syncSettings").get("settings") or []
+    return {s["dataType"] for s in settings if s.get("fetchOnFirstLink") and s.get("dataType") in COMMERCE_DATA_TYPES}
+
+
+@dataclass
+class WaitResult:
+    statuses: list[DataTypeStatus]
+    timed_out: bool
+    waited_s: float
+    watched: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[str]:
+        return [s.data_type for s in self.statuses if s.failed and s.data_type in self.watched]
+
+    @property
+    def pending(self) -> list[str]:
+        return [s.data_type for s in self.statuses if not s.done and s.data_type in self.watched]
+
+    @property
+    def ok(self) -> bool:
+        return not self.timed_out and not self.failed
+
+
+def wait_for_sync(client: CodatClient, company_id: str, *, timeout: float = 600, interval: float = 2,
+                  on_progress: Callable[[list[DataTypeStatus]], None] | None = None) -> WaitResult:
+    """Poll until every enabled commerce data type is Complete, NotSupported or failed."""
+    watched = sorted(enabled_data_types(client, company_id)) or list(COMMERCE_DATA_TYPES)
+    started = time.monotonic()
+    while True:
+        statuses = data_status(client, company_id)
+        if on_progress:
+            on_progress(statuses)
+        relevant = [s for s in statuses if s.data_type in watched]
+        waited = time.monotonic() - started
+        if all(s.done for s in relevant):
+            return WaitResult(statuses, False, waited, watched)
+        if waited >= timeout:
+            return WaitResult(statuses, True, waited, watched)
+        time.sleep(min(interval, max(timeout - waited, 0.05)))
+
+
+# --- command line ---------------------------------------------------------------------------------
+def client_from(config_path: str | None) -> CodatClient:
+    """The tap's client from ``--config`` or the TAP_CODAT_COMMERCE_* environment variables."""
+    config: dict[str, Any] = {}
+    if config_path:
+        try:
+            with open(config_path) as handle:
+                config = json.load(handle)
+        except OSError as exc:
+            raise SetupError(f"cannot read --config {config_path}: {exc.strerror}") from None
+        except json.JSONDecodeError as exc:
+            raise SetupError(f"--config {config_path} is not valid JSON (line {exc.lineno})") from None
+    api_key = config.get("api_key") or os.environ.get("TAP_CODAT_COMMERCE_API_KEY")
+    base_url = config.get("base_url") or os.environ.get("TAP_CODAT_COMMERCE_BASE_URL") or DEFAULT_BASE_URL
+    errors = [e for e in settings_errors({"api_key": api_key, "base_url": base_url})
+              if e.startswith(("api_key", "base_url"))]
+    if errors:
+        hint = " (set api_key in --config or TAP_CODAT_COMMERCE_API_KEY)" if errors[0].startswith("api_key") else ""
+        raise SetupError(errors[0] + hint)
+    return CodatClient(base_url, str(api_key), retry=RetryPolicy(max_tries=int(config.get("max_retries", 5))),
+                       timeout=float(config.get("request_timeout", 60)), user_agent="tap-codat-commerce-setup")
+
+
+class Progress:
+    """One updating line on a terminal; a plain line per change otherwise."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last = ""
+
+    def __call__(self, statuses: list[DataTypeStatus]) -> None:
+        done = sum(s.done for s in statuses)
+        busy = ", ".join(f"{s.data_type.removeprefix('commerce-')} {s.status}" for s in statuses if not s.done)
+        line = f"{done}/{len(statuses)} data types done" + (f"; waiting on {busy}" if busy else "")
+        if line == self.last:
+            return
+        self.last = line
+        if self.tty:
+            self.stream.write("\r\033[K" + line[:200])
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.tty and self.last:
+            self.stream.write("\n")
+
+
+def _print_table(rows: Iterable[tuple[str, ...]], out: TextIO) -> None:
+    rows = list(rows)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tap-codat-commerce-setup",
+                                description="Prepare Codat for tap-codat-commerce: sync settings, companies, syncs.")
+    p.add_argument("--config", help="the tap's config JSON (api_key, base_url); else TAP_CODAT_COMMERCE_* variables")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("sync-settings", help="enable every commerce data type in the profile sync settings")
+    s.add_argument("--schedule-hours", type=int, default=24, help="hours between automatic syncs (default 24)")
+    s.add_argument("--dry-run", action="store_true", help="print what would change; change nothing")
+    c = sub.add_parser("create-company", help="create a company and a commerce connection; print its linkUrl")
+    c.add_argument("--name", required=True)
+    c.add_argument("--platform", required=True, help="a commerce platform name (WooCommerce) or key (ltpp)")
+    c.add_argument("--description")
+    c.add_argument("--reuse", action="store_true", help="reuse a company of the same name instead of a duplicate")
+    c.add_argument("--json", action="store_true", help="print JSON for machines")
+    st = sub.add_parser("status", help="per commerce data type: status, last sync, readable now")
+    st.add_argument("--company", required=True)
+    st.add_argument("--json", action="store_true")
+    r = sub.add_parser("refresh", help="queue a sync of one data type, or of every enabled one")
+    r.add_argument("--company", required=True)
+    r.add_argument("--data-type", help="e.g. commerce-orders, orders, commerce-info (company info)")
+    r.add_argument("--connection", help="only this connection")
+    w = sub.add_parser("wait", help="wait until every enabled commerce data type has synced or failed")
+    w.add_argument("--company", required=True)
+    w.add_argument("--timeout", type=float, default=600, help="seconds (default 600)")
+    w.add_argument("--interval", type=float, default=2, help="seconds between polls (default 2)")
+    return p
+
+
+def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    client = client_from(args.config)
+    if args.command == "sync-settings":
+        changes = enable_commerce_sync(client, schedule_hours=args.schedule_hours, dry_run=args.dry_run)
+        verb = "would change" if args.dry_run else "changed"
+        if not changes:
+            out.write("commerce sync settings already enabled; nothing to change\n")
+        for change in changes:
+            before = "absent" if change.before is None else (
+                f"fetchOnFirstLink={change.before.get('fetchOnFirstLink')} "
+                f"syncSchedule={change.before.get('syncSchedule')}")
+            out.write(f"{verb} {change.data_type}: {before} -> fetchOnFirstLink=True "
+                      f"syncSchedule={change.after['syncSchedule']}\n")
+        return 0
+    if args.command == "create-company":
+        onboarded = create_company(client, args.name, args.platform, reuse=args.reuse, description=args.description)
+        if args.json:
+            out.write(json.dumps(asdict(onboarded)) + "\n")
+        else:
+            action = "reused" if onboarded.reused_company else "created"
+            out.write(f"company {onboarded.company_id} ({onboarded.company_name}, {action})\n"
+                      f"connection {onboarded.connection_id} ({onboarded.platform}, PendingAuth)\n"
+                      f"linkUrl {onboarded.link_url}\n"
+                      "Send the linkUrl to the business: opening it authorises access and starts the first sync.\n")
+        return 0
+    if args.command == "status":
+        statuses = data_status(client, args.company)
+        if args.json:
+            out.write(json.dumps([asdict(s) for s in statuses]) + "\n")
+        else:
+            _print_table([("data type", "status", "last successful sync", "readable")] + [
+                (s.data_type, s.status, s.last_successful_sync or "-", "yes" if s.readable else "no")
+                for s in statuses], out)
+        return 0
+    if args.command == "refresh":
+        queued = refresh(client, args.company, args.data_type, args.connection)
+        out.write(f"queued: {', '.join(queued)}\n")
+        return 0
+    progress = Progress(err)
+    result = wait_for_sync(client, args.company, timeout=args.timeout, interval=args.interval, on_progress=progress)
+    progress.finish()
+    if result.timed_out:
+        err.write(f"tap-codat-commerce-setup: error: timed out after {result.waited_s:.0f} s; still syncing: "
+                  f"{', '.join(result.pending)}\n")
+        return 1
+    if result.failed:
+        err.write(f"tap-codat-commerce-setup: error: sync failed for {', '.join(result.failed)}\n")
+        return 1
+    out.write(f"every enabled commerce data type has synced ({result.waited_s:.0f} s)\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return run(args, sys.stdout, sys.stderr)
+    except CodatError as exc:
+        sys.stderr.write(f"tap-codat-commerce-setup: error: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("tap-codat-commerce-setup: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
