@@ -215,6 +215,7 @@ class CommerceStream(CodatStream):
         if endpoint.incremental:
             self.replication_key = "modifiedDate"
         self._normalise = build_normaliser(self.schema, self.name)
+        self._incoming_bookmarks: dict[tuple[Any, ...], str] | None = None
 
     @property
     def is_sorted(self) -> bool:
@@ -240,9 +241,16 @@ class CommerceStream(CodatStream):
         """The later of this connection's bookmark and start_date.
 
         The SDK's get_starting_timestamp() only answers once the context's sync has begun;
-        prefetching asks earlier, so this reads the same two inputs itself.
+        prefetching asks earlier, so this reads the same two inputs itself (read-only: the
+        state a run starts from, which is what each context resumes from).
         """
-        bookmark = self.get_context_state(context).get("replication_key_value")
+        if self._incoming_bookmarks is None:
+            self._incoming_bookmarks = {
+                tuple(sorted(p["context"].items())): p["replication_key_value"]
+                for p in self.stream_state.get("partitions", [])
+                if isinstance(p.get("context"), dict) and p.get("replication_key_value")
+            }
+        bookmark = self._incoming_bookmarks.get(tuple(sorted(context.items())))
         candidates = [to_datetime(v) for v in (bookmark, self.config.get("start_date")) if v]
         return max(candidates) if candidates else None
 
