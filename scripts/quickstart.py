@@ -14,9 +14,12 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-OUTPUT = ROOT / "output"
-RUNS = ROOT / ".quickstart" / "runs"
-STATE_ID = "dev:tap-codat-commerce-to-target-jsonl"
+# Tests point these elsewhere so that a user's own quick-start output and state stay untouched.
+HOME = Path(os.environ.get("QUICKSTART_HOME", ROOT))
+OUTPUT = HOME / "output"
+RUNS = HOME / ".quickstart" / "runs"
+SUFFIX = os.environ.get("QUICKSTART_STATE_SUFFIX", "")
+STATE_ID = "dev:tap-codat-commerce-to-target-jsonl" + (f":{SUFFIX}" if SUFFIX else "")
 
 
 def step(text: str) -> None:
@@ -53,9 +56,10 @@ def loaded_per_stream(before: set[Path]) -> Counter[str]:
 
 
 def main() -> int:
-    RUNS.parent.mkdir(exist_ok=True)
+    RUNS.parent.mkdir(parents=True, exist_ok=True)
     previous_runs = int(RUNS.read_text()) if RUNS.exists() else 0
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+           "TARGET_JSONL_DESTINATION_PATH": str(OUTPUT)}
 
     step("installing the Meltano plugins (tap-codat-commerce, target-jsonl)")
     run(str(BIN / "meltano"), "--log-level=warning", "install", "extractor", "tap-codat-commerce", env=env)
@@ -87,7 +91,8 @@ def main() -> int:
         step(f"meltano run tap-codat-commerce target-jsonl ({kind})")
         before = set(OUTPUT.glob("*.jsonl"))
         started = time.monotonic()
-        run(str(BIN / "meltano"), "--log-level=warning", "run", "tap-codat-commerce", "target-jsonl",
+        suffix = ("--state-id-suffix", SUFFIX) if SUFFIX else ()
+        run(str(BIN / "meltano"), "--log-level=warning", "run", *suffix, "tap-codat-commerce", "target-jsonl",
             env=env | {"LOGLEVEL": "WARNING"})
         elapsed = time.monotonic() - started
     finally:
@@ -96,7 +101,7 @@ def main() -> int:
     RUNS.write_text(str(previous_runs + 1))
 
     counts = loaded_per_stream(before)
-    step(f"loaded into {OUTPUT.relative_to(ROOT)}/ in {elapsed:.1f} s: {kind}")
+    step(f"loaded into {OUTPUT}/ in {elapsed:.1f} s: {kind}")
     width = max([len(s) for s in counts] + [6])
     for stream in sorted(counts):
         print(f"  {stream:<{width}}  {counts[stream]:>7,}")
