@@ -33,5 +33,5 @@ def test_wheel_installs_and_discovers_every_stream(tmp_path):
         assert len(stream["schema"]["properties"]) >= 3, name
     assert catalog["orders"]["schema"]["properties"]["modifiedDate"]["format"] == "date-time"
     for script in ("tap-codat-commerce-setup", "tap-codat-commerce-sandbox"):
-        assert subprocess.run([str(venv / "bin" / script), "--help"], capture_output=True,
+        assert subprocess.run([str(venv / "bin" / script), "--help"], capture_output=True, check=False,
                               timeout=60).returncode == 0
