@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from singer_sdk.helpers.types import Context
 
-from .client import CodatClient, CodatStream, PageStream, RequestFailedError
+from .client import CodatClient, CodatError, CodatStream, PageStream, RequestFailedError
 from .data_types import CommerceEndpoint, DataTypeStatus, UnknownCompanyError, data_status
-from .dates import build_normaliser, to_datetime
+from .normalise import build_normaliser, to_datetime
 from .onboarding import refresh, wait_for_sync
 
 if TYPE_CHECKING:
@@ -81,6 +81,10 @@ class Readiness:
             return Skipped("not supported by the platform (dataStatus NotSupported)", routine=True)
         return Skipped(f"never synced (dataStatus {status.status}); enable it with tap-codat-commerce-setup "
                        "sync-settings, or refresh it", routine=False)
+
+
+class RecordError(CodatError):
+    """A record the tap cannot emit correctly."""
 
 
 # Codat answers these on a data endpoint when there is nothing to read: skip, don't fail.
@@ -279,6 +283,10 @@ class CommerceStream(CodatStream):
 
     def post_process(self, row: dict[str, Any], context: Context | None = None) -> dict[str, Any] | None:
         assert context is not None
+        if not self.endpoint.single_object and row.get("id") is None:
+            raise RecordError(f"{self.name} (company {context['companyId']}, connection {context['connectionId']}): "
+                              "Codat sent a record without an id, which cannot be keyed; stopping rather than "
+                              "loading it unkeyed")
         row["companyId"] = context["companyId"]
         row["connectionId"] = context["connectionId"]
         if self._normalise is not None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tap_codat_commerce.client import CodatClient, QuotaExhaustedError, auth_header, parse_retry_after
-from tap_codat_commerce.dates import to_utc
+from tap_codat_commerce.normalise import to_utc
 from tests.conftest import STREAM_OF_DATA_TYPE, Api, run_cli, run_tap, tap_config, write_json
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")

@@ -56,6 +56,8 @@ def parser() -> argparse.ArgumentParser:
                         help="requests per minute before 429 with Retry-After (0 = off)")
     faults.add_argument("--daily-quota", type=_non_negative(int), default=0,
                         help="requests per day before 429 with Retry-After until midnight UTC (0 = off)")
+    faults.add_argument("--drift", action="store_true",
+                        help="schema drift: unknown fields, numbers as strings, nulls where required")
     faults.add_argument("--retry-after", type=_non_negative(float), default=1.0,
                         help="Retry-After seconds sent with concurrency 429s (default 1)")
     return p

@@ -149,6 +149,24 @@ def collection_page(collection: Collection, params: dict[str, str], path: str) -
     return envelope(records[start:start + size], page, size, len(records), path=path, params=params)
 
 
+def drifted(records: list[dict[str, Any]], on: bool) -> list[dict[str, Any]]:
+    """Schema drift, as an API that changes under a tap: new fields, numbers sent as strings,
+    nulls where the spec says required (top level only: nested parts are shared)."""
+    if not on:
+        return records
+    changed = []
+    for position, original in enumerate(records):
+        record = {**original, "addedByCodatLater": {"flag": True, "note": "a field no schema knows"}}
+        if position % 3 == 0:
+            for name in ("totalAmount", "amount", "rate"):
+                if isinstance(record.get(name), int | float):
+                    record[name] = f"{record[name]:.2f}"
+        if position % 4 == 1:
+            record["currency"] = None
+        changed.append(record)
+    return changed
+
+
 def integration_json(platform: Any) -> dict[str, Any]:
     features = []
     if platform.source_type == "Commerce":
@@ -206,6 +224,8 @@ class Limits:
                 script["count"] -= 1
                 status = script["status"]
                 headers = {"Retry-After": script["retry_after"]} if script["retry_after"] else {}
+                if script["body"] is not None:
+                    return Response(status, raw=script["body"].encode(), headers=headers), 0.0
                 return Response(status, error_body(status, script["message"]), headers=headers), 0.0
             if script:
                 script["after"] -= 1
@@ -358,9 +378,10 @@ class Api:
             raise ApiError(409, "The data set has not been requested.")
         collection = target.data.collections[data_type]
         if data_type == "commerce-companyInfo":
-            return Response(200, collection.record(0))
-        return Response(200, collection_page(collection, params,
-                                             f"/companies/{company}/connections/{connection}/data/{path}"))
+            return Response(200, drifted([collection.record(0)], self.world.settings.drift)[0])
+        body = collection_page(collection, params, f"/companies/{company}/connections/{connection}/data/{path}")
+        body["results"] = drifted(body["results"], self.world.settings.drift)
+        return Response(200, body)
 
     # --- integrations -----------------------------------------------------------------------
     def list_integrations(self, params: dict[str, str], body: Any) -> Response:
@@ -616,7 +637,7 @@ class SandboxApp:
             return Response(200, self.world.truth(params.get("companyId")))
         if path == "/_sandbox/faults" and method == "POST":
             for name in ("latency_ms", "error_rate", "drop_rate", "truncate_rate", "concurrency_limit",
-                         "rate_limit_per_minute", "daily_quota", "retry_after"):
+                         "rate_limit_per_minute", "daily_quota", "retry_after", "drift"):
                 if name in body:
                     setattr(self.settings, name, type(getattr(self.settings, name))(body[name]))
             if "script" in body:
@@ -625,7 +646,7 @@ class SandboxApp:
                     "status": int(script.get("status", 500)), "after": int(script.get("after", 0)),
                     "count": int(script.get("count", 1)), "message": script.get("message", "Injected fault"),
                     "retry_after": script.get("retry_after"), "delay": float(script.get("delay", 0)),
-                    "path": script.get("path", "")}
+                    "path": script.get("path", ""), "body": script.get("body")}
             return Response(200, {k: getattr(self.settings, k) for k in vars(self.settings) if k != "api_key"})
         if path == "/_sandbox/requests" and method == "GET":
             with self.requests_lock:

@@ -46,6 +46,7 @@ class Settings:
     daily_quota: int = 0
     retry_after: float = 1.0
     change_every: float = 0.0
+    drift: bool = False
 
     @property
     def key(self) -> str:
