@@ -37,16 +37,18 @@ class Sandbox:
         serve = threading.Thread(target=self.server.serve_forever, name="codat-sandbox", daemon=True)
         serve.start()
         self._threads.append(serve)
-        if self.settings.change_every > 0:
+        if self.settings.change_every > 0:  # a clock thread only for sandboxes started with one
             ticker = threading.Thread(target=self._tick, name="codat-sandbox-clock", daemon=True)
             ticker.start()
             self._threads.append(ticker)
         return self
 
     def _tick(self) -> None:
-        while not self._stopped.wait(self.settings.change_every):
-            with self.app.world.lock:
-                self.app.world.advance()
+        # change_every may be changed (or set to 0, pausing changes) at run time via /_sandbox/faults
+        while not self._stopped.wait(self.settings.change_every or 1.0):
+            if self.settings.change_every > 0:
+                with self.app.world.lock:
+                    self.app.world.advance()
 
     def stop(self) -> None:
         self._stopped.set()

@@ -637,7 +637,7 @@ class SandboxApp:
             return Response(200, self.world.truth(params.get("companyId")))
         if path == "/_sandbox/faults" and method == "POST":
             for name in ("latency_ms", "error_rate", "drop_rate", "truncate_rate", "concurrency_limit",
-                         "rate_limit_per_minute", "daily_quota", "retry_after", "drift"):
+                         "rate_limit_per_minute", "daily_quota", "retry_after", "drift", "change_every"):
                 if name in body:
                     setattr(self.settings, name, type(getattr(self.settings, name))(body[name]))
             if "script" in body:
