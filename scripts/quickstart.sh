@@ -5,13 +5,6 @@
 #   prints what was loaded per stream and stops the sandbox. Run it again for an incremental run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-PYTHON="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-    echo "==> creating .venv"
-    "$PYTHON" -m venv .venv
-fi
-echo "==> installing tap-codat-commerce and Meltano"
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e . "meltano==4.4.1"
+source scripts/venv.sh
+ensure_venv -e . "meltano==4.4.1"
 exec .venv/bin/python scripts/quickstart.py "$@"

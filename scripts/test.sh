@@ -1,18 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: creates .venv, installs the project and its
-# test tools, makes sure a PostgreSQL 15 server binary is there, then runs pytest.
+# test tools, makes sure a PostgreSQL server is there, then runs pytest.
 # Usage: bash scripts/test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-PYTHON="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-    echo "==> creating .venv"
-    "$PYTHON" -m venv .venv
-fi
-echo "==> installing tap-codat-commerce with its test tools"
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+source scripts/venv.sh
+ensure_venv -e ".[dev]"
 
 # The warehouse test runs a private PostgreSQL server (initdb + pg_ctl); install it if missing.
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then

@@ -34,6 +34,16 @@ def setup_cli(args: list[str], sandbox=None, *, env: dict[str, str] | None = Non
                           text=True, env=environment, timeout=timeout, check=False)
 
 
+def linked_company(start_sandbox, name: str, platform: str, **settings):
+    """A sandbox, a client, and a company whose commerce connection the business has just linked."""
+    sandbox = start_sandbox(companies=0, **settings)
+    client = CodatClient(sandbox.base_url, sandbox.api_key)
+    enable_commerce_sync(client)
+    onboarded = create_company(client, name, platform)
+    requests.get(onboarded.link_url, timeout=10)
+    return sandbox, client, onboarded
+
+
 def test_the_whole_workflow_as_a_user_runs_it(start_sandbox, tmp_path):
     sandbox = start_sandbox(companies=1, orders=80, sync_delay=1.5)
     config = write_json(tmp_path, "config.json", tap_config(sandbox))
@@ -132,11 +142,7 @@ def test_refresh_and_unknown_inputs(start_sandbox):
 
 
 def test_wait_times_out_naming_what_is_still_syncing(start_sandbox):
-    sandbox = start_sandbox(companies=0, sync_delay=60)
-    client = CodatClient(sandbox.base_url, sandbox.api_key)
-    enable_commerce_sync(client)
-    onboarded = create_company(client, "Slowpoke", "Stripe")
-    requests.get(onboarded.link_url, timeout=10)
+    sandbox, _, onboarded = linked_company(start_sandbox, "Slowpoke", "Stripe", sync_delay=60)
     result = setup_cli(["wait", "--company", onboarded.company_id, "--timeout", "1", "--interval", "0.2"], sandbox)
     assert result.returncode == 1
     assert "timed out" in result.stderr and "commerce-payments" in result.stderr
@@ -158,11 +164,7 @@ def test_missing_or_bad_key_and_network_down_are_one_line(start_sandbox, tmp_pat
 
 
 def test_wait_for_sync_reports_progress_through_the_api(start_sandbox):
-    sandbox = start_sandbox(companies=0, sync_delay=0.6)
-    client = CodatClient(sandbox.base_url, sandbox.api_key)
-    enable_commerce_sync(client)
-    onboarded = create_company(client, "Progressive", "Square")
-    requests.get(onboarded.link_url, timeout=10)
+    _, client, onboarded = linked_company(start_sandbox, "Progressive", "Square", sync_delay=0.6)
     seen: list[set[str]] = []
     result = wait_for_sync(client, onboarded.company_id, timeout=10, interval=0.1,
                            on_progress=lambda statuses: seen.append({s.status for s in statuses}))
