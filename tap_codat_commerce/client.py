@@ -14,7 +14,6 @@ import logging
 import random
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
@@ -34,6 +33,9 @@ from singer_sdk.helpers.types import Context
 from singer_sdk.schema.source import SchemaDirectory, StreamSchema
 
 logger = logging.getLogger("tap_codat_commerce.client")
+
+if TYPE_CHECKING:
+    from .streams import Readiness
 
 T = TypeVar("T")
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -160,7 +162,7 @@ class CodatClient:
         self._pool: ThreadPoolExecutor | None = None
         self._waiting = 0  # fetched-ahead results not yet read (bounded by max_concurrency)
         self._queued: deque[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = deque()
-        self.requests_sent = 0
+        self._closed = threading.Event()
 
     # --- plumbing ---------------------------------------------------------------------------
     @property
@@ -179,6 +181,12 @@ class CodatClient:
         return self._pool
 
     def close(self) -> None:
+        """Stop fetching ahead: queued fetches are dropped, running ones end at their next retry."""
+        self._closed.set()
+        with self._slots_lock:
+            queued, self._queued = self._queued, deque()
+        for future, _, _ in queued:
+            future.cancel()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
@@ -207,13 +215,8 @@ class CodatClient:
         for attempt in range(1, self.retry.max_tries + 1):
             wait: float | None = None
             try:
-                if slot is not None:
-                    with slot:
-                        response = self.session.request(method, url, params=params, json=json,
-                                                        timeout=self.timeout)
-                else:
+                with slot or contextlib.nullcontext():
                     response = self.session.request(method, url, params=params, json=json, timeout=self.timeout)
-                self.requests_sent += 1
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                     requests.exceptions.ContentDecodingError) as exc:
                 problem = f"{type(exc).__name__.replace('Error', ' error').strip()}"
@@ -239,8 +242,13 @@ class CodatClient:
             delay = wait if wait is not None else self.retry.backoff(attempt)
             logger.warning("%s: %s; retry %d/%d in %.1f s", what, problem, attempt,
                            self.retry.max_tries - 1, delay)
-            time.sleep(delay)
+            self._pause(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep before a retry; a closed client (the sync is over) stops retrying at once."""
+        if self._closed.wait(seconds):
+            raise RequestFailedError("the client was closed while waiting to retry")
 
     def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
         """GET and parse JSON; a truncated or malformed body is retried like a dropped connection."""
@@ -255,7 +263,7 @@ class CodatClient:
                         from None
                 logger.warning("GET %s: body is not valid JSON; retry %d/%d", path, attempt,
                                self.retry.max_tries - 1)
-                time.sleep(self.retry.backoff(attempt))
+                self._pause(self.retry.backoff(attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def send_json(self, method: str, path: str, body: Any = None) -> Any:
@@ -424,9 +432,17 @@ class CodatStream(Stream):
 
     def __init__(self, tap: Tap, *, name: str | None = None) -> None:
         super().__init__(tap, name=name)
-        self.client: CodatClient = tap.client  # type: ignore[attr-defined]
-        self.readiness = tap.readiness  # type: ignore[attr-defined]
+        self._owner = tap
         self._prefetched: dict[tuple[Any, ...], Any] = {}
+
+    @property
+    def client(self) -> CodatClient:
+        """The tap's one client (a fresh one for every sync)."""
+        return self._owner.client  # type: ignore[attr-defined, no-any-return]
+
+    @property
+    def readiness(self) -> Readiness:
+        return self._owner.readiness  # type: ignore[attr-defined, no-any-return]
 
     @property
     def page_size(self) -> int:
