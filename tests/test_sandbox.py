@@ -195,7 +195,7 @@ def test_company_created_by_api_is_empty_until_linked(start_sandbox):
 
 # 5 -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def spec_validators() -> dict[str, jsonschema.protocols.Validator]:
+def spec_validators(codat_spec) -> dict[str, jsonschema.protocols.Validator]:
     return {path: jsonschema.Draft202012Validator(component(name, faithful=True))
             for path, name in SPEC_COMPONENT.items()}
 

@@ -14,7 +14,7 @@ def schema(name: str) -> dict:
     return json.loads((ROOT / "schemas" / f"{name}.json").read_text())
 
 
-def test_schemas_are_up_to_date_with_the_spec():
+def test_schemas_are_up_to_date_with_the_spec(codat_spec):
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "generate_schemas.py"), "--check"],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
