@@ -205,7 +205,7 @@ def test_429_retry_after_is_honoured_exactly(sandbox):
     body = client.get_json(f"/companies/{company}/connections/{connection['id']}/data/commerce-orders")
     elapsed = time.monotonic() - started
     assert body["totalResults"] == 150
-    assert 2.0 <= elapsed < 3.0  # two waits of exactly Retry-After, no jitter on top
+    assert 2.0 <= elapsed < 3.5  # two waits of exactly Retry-After, no jitter on top (backoff would add)
 
 
 def test_retry_after_as_an_http_date():
