@@ -162,7 +162,7 @@ class CodatClient:
         self._pool: ThreadPoolExecutor | None = None
         self._waiting = 0  # fetched-ahead results not yet read (bounded by max_concurrency)
         self._queued: deque[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = deque()
-        self._closed = threading.Event()
+        self._stop = threading.Event()  # set (and replaced) when what was started must end
 
     # --- plumbing ---------------------------------------------------------------------------
     @property
@@ -180,16 +180,19 @@ class CodatClient:
             self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="codat")
         return self._pool
 
-    def close(self) -> None:
-        """Stop fetching ahead: queued fetches are dropped, running ones end at their next retry."""
-        self._closed.set()
+    def cancel_pending(self) -> None:
+        """End everything started so far (the sync that wanted it is over, or failed): queued
+        fetches are dropped, running ones stop at their next retry. The client stays usable."""
         with self._slots_lock:
             queued, self._queued = self._queued, deque()
+            stop, self._stop = self._stop, threading.Event()
+            self._waiting = 0
+            pool, self._pool = self._pool, None
+        stop.set()
         for future, _, _ in queued:
             future.cancel()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _slot(self, path: str) -> threading.BoundedSemaphore | None:
         parts = path.split("/")
@@ -212,6 +215,7 @@ class CodatClient:
         url = self.base_url + path
         what = f"{method} {path}"
         slot = self._slot(path)
+        stop = self._stop
         for attempt in range(1, self.retry.max_tries + 1):
             wait: float | None = None
             try:
@@ -242,17 +246,18 @@ class CodatClient:
             delay = wait if wait is not None else self.retry.backoff(attempt)
             logger.warning("%s: %s; retry %d/%d in %.1f s", what, problem, attempt,
                            self.retry.max_tries - 1, delay)
-            self._pause(delay)
+            self._pause(delay, stop)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _pause(self, seconds: float) -> None:
-        """Sleep before a retry; a closed client (the sync is over) stops retrying at once."""
-        if self._closed.wait(seconds):
-            raise RequestFailedError("the client was closed while waiting to retry")
+    def _pause(self, seconds: float, stop: threading.Event) -> None:
+        """Sleep before a retry, unless what asked for the request has been cancelled."""
+        if stop.wait(seconds):
+            raise RequestFailedError("cancelled: the sync that asked for it has ended")
 
     def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
         """GET and parse JSON; a truncated or malformed body is retried like a dropped connection."""
         for attempt in range(1, self.retry.max_tries + 1):
+            stop = self._stop
             response = self.request("GET", path, params=params)
             try:
                 with gc_paused():
@@ -263,7 +268,7 @@ class CodatClient:
                         from None
                 logger.warning("GET %s: body is not valid JSON; retry %d/%d", path, attempt,
                                self.retry.max_tries - 1)
-                self._pause(self.retry.backoff(attempt))
+                self._pause(self.retry.backoff(attempt), stop)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def send_json(self, method: str, path: str, body: Any = None) -> Any:
@@ -458,6 +463,9 @@ class CodatStream(Stream):
             key = tuple(sorted(context.items()))
             if key not in self._prefetched:
                 self._prefetched[key] = self.open(context)
+
+    def forget_prefetched(self) -> None:
+        self._prefetched.clear()
 
     def opened(self, context: Context) -> Any:
         """What :meth:`prefetch` started for ``context``, else a fresh :meth:`open`."""

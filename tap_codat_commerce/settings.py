@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,7 +16,7 @@ DEFAULT_PAGE_SIZE = 2000  # as fast as 5000 here, and 40% of the memory (see REA
 DEFAULT_CONCURRENCY = 16
 
 
-def settings_errors(config: dict[str, Any]) -> list[str]:
+def settings_errors(config: Mapping[str, Any]) -> list[str]:
     errors = []
     if not str(config.get("api_key") or "").strip():
         errors.append("api_key: must not be empty")

@@ -67,6 +67,11 @@ class Readiness:
                                        else self.client.collect(future, self._load, company_id))
         return self._known[company_id]
 
+    def forget_all(self) -> None:
+        """A new sync: what dataStatus said before is stale."""
+        for company_id in list(self._pending) + list(self._known):
+            self.forget(company_id)
+
     def forget(self, company_id: str) -> None:
         self._known.pop(company_id, None)
         future = self._pending.pop(company_id, None)
@@ -120,6 +125,17 @@ class CompaniesStream(CodatStream):
                 self.logger.warning("Company %s not found (%s); skipping it", company_id, exc.codat_message)
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        # The root of the sync: its children run inline, so when this generator ends (or is
+        # closed by a failure below it) the whole sync is over.
+        self.readiness.forget_all()
+        try:
+            yield from self._companies_with_lookahead()
+        finally:
+            self.client.cancel_pending()  # nothing fetched ahead outlives the sync
+            for stream in self._descendants():
+                stream.forget_prefetched()
+
+    def _companies_with_lookahead(self) -> Iterable[dict[str, Any]]:
         shard_count = int(self.config.get("shard_count", 1))
         shard_index = int(self.config.get("shard_index", 0))
         mine = [c for c in self._companies() if shard_of(c["id"], shard_count) == shard_index]
@@ -133,6 +149,16 @@ class CompaniesStream(CodatStream):
                 connections.prefetch({"companyId": upcoming["id"]})
                 connections.prefetch_children_if_listed({"companyId": upcoming["id"]})
             yield company
+
+    def _descendants(self) -> list[CodatStream]:
+        found: list[CodatStream] = []
+        pending = list(self.child_streams)
+        while pending:
+            stream = pending.pop()
+            if isinstance(stream, CodatStream):
+                found.append(stream)
+            pending.extend(stream.child_streams)
+        return found
 
     def get_child_context(self, record: dict[str, Any], context: Context | None) -> dict[str, Any]:
         return {"companyId": record["id"]}

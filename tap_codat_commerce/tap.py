@@ -96,15 +96,6 @@ class TapCodatCommerce(Tap):
             *(CommerceStream(self, endpoint) for endpoint in COMMERCE_ENDPOINTS),
         ]
 
-    def sync_all(self) -> None:
-        try:
-            super().sync_all()
-        finally:
-            # No fetch-ahead outlives the sync, on success or failure; a next sync starts afresh.
-            self.client.close()
-            for per_sync in ("client", "readiness"):
-                self.__dict__.pop(per_sync, None)
-
     @classmethod
     def invoke(cls, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
         """Run the sync; a Codat failure ends it with one clear line and exit code 1."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from types import TracebackType
 
-from .server import SandboxHTTPServer, build_server
+from .server import SandboxHTTPServer, base_url_of, build_server
 from .world import Settings
 
 __all__ = ["Sandbox", "Settings"]
@@ -26,8 +26,7 @@ class Sandbox:
 
     @property
     def base_url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return base_url_of(self.server)
 
     @property
     def api_key(self) -> str:

@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 from . import Sandbox
 from .world import Settings
@@ -18,7 +19,7 @@ def _rate(text: str) -> float:
     return value
 
 
-def _non_negative(kind: type) -> object:
+def _non_negative(kind: type[int] | type[float]) -> Callable[[str], float]:
     def check(text: str) -> float | int:
         value = kind(text)
         if value < 0:

@@ -664,9 +664,13 @@ class SandboxApp:
 
 def build_server(settings: Settings, host: str = "127.0.0.1", port: int = 0) -> SandboxHTTPServer:
     server = SandboxHTTPServer((host, port), Handler)
-    bound_host, bound_port = server.server_address[:2]
-    server.sandbox = SandboxApp(settings, f"http://{bound_host}:{bound_port}")
+    server.sandbox = SandboxApp(settings, base_url_of(server))
     return server
+
+
+def base_url_of(server: ThreadingHTTPServer) -> str:
+    host, port = server.server_address[:2]
+    return f"http://{host!s}:{port}" if isinstance(host, str) else f"http://{host.decode()}:{port}"
 
 
 __all__ = ["COMMERCE_PLATFORMS", "SandboxApp", "SandboxHTTPServer", "build_server"]
