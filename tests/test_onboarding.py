@@ -203,3 +203,24 @@ def test_refresh_before_read_queues_and_waits(start_sandbox):
     run = run_tap(tap_config(sandbox, refresh_before_read=True, refresh_timeout=20))
     assert len(run.records["orders"]) == 30 and len(run.records["company_info"]) == 1
     assert any(r["path"].endswith("/data/all") for r in api.requests_log()["requests"])
+
+
+def test_progress_is_one_updating_line_on_a_terminal():
+    import io
+
+    from tap_codat_commerce.data_types import DataTypeStatus
+    from tap_codat_commerce.onboarding import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    progress = Progress(screen)
+    progress([DataTypeStatus("commerce-orders", "Fetching", None, False),
+              DataTypeStatus("commerce-payments", "Complete", "2026-01-01T00:00:00Z", True)])
+    progress([DataTypeStatus("commerce-orders", "Complete", "2026-01-01T00:00:00Z", True),
+              DataTypeStatus("commerce-payments", "Complete", "2026-01-01T00:00:00Z", True)])
+    progress.finish()
+    assert screen.getvalue() == ("\r\x1b[K1/2 data types done; waiting on orders Fetching"
+                                 "\r\x1b[K2/2 data types done\n")
