@@ -26,21 +26,24 @@ from run import ROOT, SANDBOX, TAP
 
 HELPER = (
     "import resource, subprocess, sys\n"
-    "done = subprocess.run(sys.argv[1:], stdout=sys.stdout, stderr=subprocess.DEVNULL)\n"
+    "done = subprocess.run(sys.argv[1:], stdout=sys.stdout, stderr=subprocess.PIPE, text=True)\n"
+    "errors = [line for line in done.stderr.splitlines() if '| ERROR' in line][-3:]\n"
+    "sys.stderr.write('\\n'.join(errors) + '\\n')\n"
     "sys.stderr.write(f'{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} {done.returncode}')\n"
 )
 
 
-def one_run(config: Path, state: dict[str, Any] | None, directory: Path) -> tuple[list[dict], int, int]:
+def one_run(config: Path, state: dict[str, Any] | None, directory: Path) -> tuple[list[dict], int, int, str]:
     args = [sys.executable, "-c", HELPER, TAP, "--config", str(config)]
     if state is not None:
         state_path = directory / "state.json"
         state_path.write_text(json.dumps(state))
         args += ["--state", str(state_path)]
     done = subprocess.run(args, capture_output=True, text=True, check=False)
-    rss_kb, code = done.stderr.split()[-2:]
+    *errors, last = done.stderr.strip().splitlines()
+    rss_kb, code = last.split()
     messages = [json.loads(line) for line in done.stdout.splitlines()]
-    return messages, int(rss_kb) // 1024, int(code)
+    return messages, int(rss_kb) // 1024, int(code), "\n".join(e for e in errors if e)
 
 
 def main() -> int:
@@ -72,7 +75,7 @@ def main() -> int:
                     time.sleep(1)
                     final = True
                 run_started = time.monotonic()
-                messages, rss, code = one_run(config, state, directory)
+                messages, rss, code, errors = one_run(config, state, directory)
                 records = [m for m in messages if m["type"] == "RECORD" and "id" in m["record"]
                            and "connectionId" in m["record"]]
                 for m in records:
@@ -83,6 +86,9 @@ def main() -> int:
                 state = states[-1] if states else state
                 runs.append({"run": len(runs) + 1, "seconds": round(time.monotonic() - run_started, 2),
                              "records": len(records), "peak_rss_mb": rss, "exit": code})
+                if code != 0:
+                    runs[-1]["error"] = errors
+                    print(errors, flush=True)
                 print(f"run {len(runs):>4}: {len(records):>6} records, {runs[-1]['seconds']:>5.1f} s, "
                       f"{rss} MB, exit {code}", flush=True)
                 if final:
