@@ -536,26 +536,29 @@ class Handler(BaseHTTPRequestHandler):
         if response is not None:
             self._send(response)
             return
+        # In flight while the answer is being made; it leaves the count before it is written,
+        # so a client that has read an answer and sends the next request is never over the limit.
+        answer: Response | None = None  # None: drop the connection unanswered
+        truncate = False
         with sandbox.limits.flight(company):
             if sandbox.settings.latency_ms or delay:
                 time.sleep(sandbox.settings.latency_ms / 1000 + delay)
             draw = sandbox.limits.draw()
             s = sandbox.settings
             if draw < s.drop_rate:
-                self.close_connection = True
-                self.connection.shutdown(2)
-                return
-            draw -= s.drop_rate
-            if draw < s.error_rate:
+                pass
+            elif draw < s.drop_rate + s.error_rate:
                 status = 500 if int(draw * 1e9) % 2 == 0 else 503
-                self._send(Response(status, error_body(status, "Injected server error")))
-                return
-            draw -= s.error_rate
-            response = sandbox.serve(method, path, params, body)
-            if draw < s.truncate_rate and response.status == 200 and len(response.body) > 1:
-                self._send(response, truncate=True)
-                return
-            self._send(response)
+                answer = Response(status, error_body(status, "Injected server error"))
+            else:
+                answer = sandbox.serve(method, path, params, body)
+                truncate = (draw < s.drop_rate + s.error_rate + s.truncate_rate and answer.status == 200
+                            and len(answer.body) > 1)
+        if answer is None:
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        self._send(answer, truncate=truncate)
 
     def _authorised(self) -> bool:
         header = self.headers.get("Authorization", "")
