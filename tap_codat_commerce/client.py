@@ -330,11 +330,6 @@ class CodatClient:
         """The pages of a Codat list; page 1 starts downloading now if the pool has room."""
         return PageStream(self, path, dict(params or {}), page_size, ahead)
 
-    def iter_records(self, path: str, params: dict[str, Any] | None = None, *,
-                     page_size: int = 100, ahead: int = 0) -> Iterator[dict[str, Any]]:
-        for page in self.pages(path, params, page_size=page_size, ahead=ahead):
-            yield from page.results
-
 
 def _complete(future: Future[T], fetch: Callable[..., T], args: tuple[Any, ...]) -> None:
     try:

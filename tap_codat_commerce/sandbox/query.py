@@ -191,11 +191,6 @@ class TimeRange:
     upper: float = float("inf")
     upper_inclusive: bool = True
 
-    def contains(self, ts: float) -> bool:
-        above = ts >= self.lower if self.lower_inclusive else ts > self.lower
-        below = ts <= self.upper if self.upper_inclusive else ts < self.upper
-        return above and below
-
 
 def modified_range(node: Node | None, field: str = "modifiedDate") -> TimeRange | None:
     """The window when ``node`` is only range comparisons on ``field`` joined by &&."""
