@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -35,25 +35,16 @@ import jsonschema
 import orjson
 import requests
 
+from tap_codat_commerce.sandbox.cli import sandbox_process
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TAP = str(BIN / "tap-codat-commerce")
-SANDBOX = str(BIN / "tap-codat-commerce-sandbox")
 
 
-@contextmanager
-def sandbox(*flags: str):
-    """A sandbox process on a free port: yields (base_url, api_key)."""
-    process = subprocess.Popen([SANDBOX, "--port", "0", "--accounting-every", "0", "--sync-delay", "0", *flags],
-                               stdout=subprocess.PIPE, text=True)
-    try:
-        lines = [process.stdout.readline() for _ in range(3)]
-        values = dict(line.strip().split("=", 1) for line in lines[1:])
-        yield values["base_url"], values["api_key"]
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        process.stdout.close()
+def sandbox(*flags: str) -> AbstractContextManager[tuple[str, str]]:
+    """A sandbox process on a free port (no sync delay, no accounting connections)."""
+    return sandbox_process("--accounting-every", "0", "--sync-delay", "0", *flags)
 
 
 def session(api_key: str) -> requests.Session:

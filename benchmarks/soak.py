@@ -21,8 +21,10 @@ from typing import Any
 
 import requests
 
+from tap_codat_commerce.data_types import COMMERCE_ENDPOINTS
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import ROOT, SANDBOX, TAP
+from run import ROOT, TAP, sandbox
 
 HELPER = (
     "import resource, subprocess, sys\n"
@@ -53,56 +55,45 @@ def main() -> int:
     parser.add_argument("--orders", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "soak.json")
     args = parser.parse_args()
-    flags = ["--port", "0", "--seed", "7", "--companies", str(args.companies), "--orders", str(args.orders),
-             "--sync-delay", "0", "--change-every", "5", "--error-rate", "0.05", "--drop-rate", "0.02",
+    flags = ["--seed", "7", "--companies", str(args.companies), "--orders", str(args.orders),
+             "--change-every", "5", "--error-rate", "0.05", "--drop-rate", "0.02",
              "--truncate-rate", "0.02", "--concurrency-limit", "10"]
-    sandbox = subprocess.Popen([SANDBOX, *flags], stdout=subprocess.PIPE, text=True)
-    lines = [sandbox.stdout.readline() for _ in range(3)]
-    base_url, api_key = (line.strip().split("=", 1)[1] for line in lines[1:])
     latest: dict[tuple[str, str, str, str], str] = {}
     runs: list[dict[str, Any]] = []
     state = None
     started = time.monotonic()
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            directory = Path(tmp)
-            config = directory / "config.json"
-            config.write_text(json.dumps({"api_key": api_key, "base_url": base_url}))
-            final = False
-            while True:
-                if not final and time.monotonic() - started >= args.minutes * 60:
-                    requests.post(base_url + "/_sandbox/faults", json={"change_every": 0}, timeout=10)
-                    time.sleep(1)
-                    final = True
-                run_started = time.monotonic()
-                messages, rss, code, errors = one_run(config, state, directory)
-                records = [m for m in messages if m["type"] == "RECORD" and "id" in m["record"]
-                           and "connectionId" in m["record"]]
-                for m in records:
-                    r = m["record"]
-                    key = (m["stream"], r["companyId"], r["connectionId"], r["id"])
-                    latest[key] = max(latest.get(key, ""), r.get("modifiedDate") or "")
-                states = [m["value"] for m in messages if m["type"] == "STATE"]
-                state = states[-1] if states else state
-                runs.append({"run": len(runs) + 1, "seconds": round(time.monotonic() - run_started, 2),
-                             "records": len(records), "peak_rss_mb": rss, "exit": code})
-                if code != 0:
-                    runs[-1]["error"] = errors
-                    print(errors, flush=True)
-                print(f"run {len(runs):>4}: {len(records):>6} records, {runs[-1]['seconds']:>5.1f} s, "
-                      f"{rss} MB, exit {code}", flush=True)
-                if final:
-                    break
-            truth = requests.get(base_url + "/_sandbox/truth", timeout=120).json()
-            log = requests.get(base_url + "/_sandbox/requests", timeout=60).json()
-    finally:
-        sandbox.terminate()
-        sandbox.wait(timeout=30)
-    streams = {"commerce-customers": "customers", "commerce-disputes": "disputes", "commerce-locations": "locations",
-               "commerce-orders": "orders", "commerce-payments": "payments",
-               "commerce-paymentMethods": "payment_methods", "commerce-products": "products",
-               "commerce-productCategories": "product_categories", "commerce-taxComponents": "tax_components",
-               "commerce-transactions": "transactions"}
+    with sandbox(*flags) as (base_url, api_key), tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        config = directory / "config.json"
+        config.write_text(json.dumps({"api_key": api_key, "base_url": base_url}))
+        final = False
+        while True:
+            if not final and time.monotonic() - started >= args.minutes * 60:
+                requests.post(base_url + "/_sandbox/faults", json={"change_every": 0}, timeout=10)
+                time.sleep(1)
+                final = True
+            run_started = time.monotonic()
+            messages, rss, code, errors = one_run(config, state, directory)
+            records = [m for m in messages if m["type"] == "RECORD" and "id" in m["record"]
+                       and "connectionId" in m["record"]]
+            for m in records:
+                r = m["record"]
+                key = (m["stream"], r["companyId"], r["connectionId"], r["id"])
+                latest[key] = max(latest.get(key, ""), r.get("modifiedDate") or "")
+            states = [m["value"] for m in messages if m["type"] == "STATE"]
+            state = states[-1] if states else state
+            runs.append({"run": len(runs) + 1, "seconds": round(time.monotonic() - run_started, 2),
+                         "records": len(records), "peak_rss_mb": rss, "exit": code})
+            if code != 0:
+                runs[-1]["error"] = errors
+                print(errors, flush=True)
+            print(f"run {len(runs):>4}: {len(records):>6} records, {runs[-1]['seconds']:>5.1f} s, "
+                  f"{rss} MB, exit {code}", flush=True)
+            if final:
+                break
+        truth = requests.get(base_url + "/_sandbox/truth", timeout=120).json()
+        log = requests.get(base_url + "/_sandbox/requests", timeout=60).json()
+    streams = {e.data_type: e.name for e in COMMERCE_ENDPOINTS if not e.single_object}
     held = lost = 0
     for company, connections in truth.items():
         for connection, data_types in connections.items():

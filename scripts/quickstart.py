@@ -12,6 +12,8 @@ from pathlib import Path
 
 import requests
 
+from tap_codat_commerce.sandbox.cli import sandbox_process
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # Tests point these elsewhere so that a user's own quick-start output and state stay untouched.
@@ -35,18 +37,6 @@ def run(*args: str, env: dict[str, str], capture: bool = False) -> str:
     return done.stdout or ""
 
 
-def start_sandbox() -> tuple[subprocess.Popen[str], str, str]:
-    process = subprocess.Popen([str(BIN / "tap-codat-commerce-sandbox"), "--port", "0", "--seed", "42",
-                                "--companies", "3", "--orders", "500", "--sync-delay", "1"],
-                               stdout=subprocess.PIPE, text=True)
-    lines = [process.stdout.readline() for _ in range(3)]
-    values = dict(line.strip().split("=", 1) for line in lines[1:] if "=" in line)
-    if "base_url" not in values:
-        process.terminate()
-        raise SystemExit("quickstart: the sandbox did not start")
-    return process, values["base_url"], values["api_key"]
-
-
 def loaded_per_stream(before: set[Path]) -> Counter[str]:
     counts: Counter[str] = Counter()
     for path in sorted(set(OUTPUT.glob("*.jsonl")) - before):
@@ -68,10 +58,10 @@ def main() -> int:
     incremental = has_state and previous_runs > 0
 
     step("starting the Codat sandbox")
-    sandbox, base_url, api_key = start_sandbox()
-    print(f"sandbox at {base_url}")
-    env |= {"TAP_CODAT_COMMERCE_API_KEY": api_key, "TAP_CODAT_COMMERCE_BASE_URL": base_url}
-    try:
+    with sandbox_process("--seed", "42", "--companies", "3", "--orders", "500", "--sync-delay", "1") as (
+            base_url, api_key):
+        print(f"sandbox at {base_url}")
+        env |= {"TAP_CODAT_COMMERCE_API_KEY": api_key, "TAP_CODAT_COMMERCE_BASE_URL": base_url}
         if incremental:
             step(f"run {previous_runs + 1}: the shops have moved on since the last run (sandbox clock advanced)")
             for _ in range(previous_runs):
@@ -95,9 +85,6 @@ def main() -> int:
         run(str(BIN / "meltano"), "--log-level=warning", "run", *suffix, "tap-codat-commerce", "target-jsonl",
             env=env | {"LOGLEVEL": "WARNING"})
         elapsed = time.monotonic() - started
-    finally:
-        sandbox.terminate()
-        sandbox.wait(timeout=30)
     RUNS.write_text(str(previous_runs + 1))
 
     counts = loaded_per_stream(before)

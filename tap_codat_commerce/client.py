@@ -422,6 +422,11 @@ def _schema_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).parent.parent / "schemas"
 
 
+def context_key(context: Context) -> tuple[tuple[str, Any], ...]:
+    """A hashable form of a stream context (or of a state partition's context)."""
+    return tuple(sorted(context.items()))
+
+
 class CodatStream(Stream):
     """Base stream: the tap's one CodatClient, its schema file, prefetching, one-line failures."""
 
@@ -455,7 +460,7 @@ class CodatStream(Stream):
     def prefetch(self, context: Context) -> None:
         """Start downloading ``context``'s first page now, to be read when the SDK gets here."""
         if self.selected or self.has_selected_descendents:
-            key = tuple(sorted(context.items()))
+            key = context_key(context)
             if key not in self._prefetched:
                 self._prefetched[key] = self.open(context)
 
@@ -464,7 +469,7 @@ class CodatStream(Stream):
 
     def opened(self, context: Context) -> Any:
         """What :meth:`prefetch` started for ``context``, else a fresh :meth:`open`."""
-        found = self._prefetched.pop(tuple(sorted(context.items())), None)
+        found = self._prefetched.pop(context_key(context), None)
         return found if found is not None else self.open(context)
 
     def log(self, message: str, *args: Any, level: int = logging.INFO, **kwargs: Any) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from singer_sdk.helpers.types import Context
 
-from .client import CodatClient, CodatError, CodatStream, PageStream, RequestFailedError
+from .client import CodatClient, CodatError, CodatStream, PageStream, RequestFailedError, context_key
 from .data_types import CommerceEndpoint, DataTypeStatus, UnknownCompanyError, data_status
 from .normalise import build_normaliser, to_datetime
 from .onboarding import refresh, wait_for_sync
@@ -180,7 +180,7 @@ class ConnectionsStream(CodatStream):
         so that companies overlap (Codat allows only 10 requests in flight per company)."""
         if self.config.get("refresh_before_read") or not self.readiness.available(context["companyId"]):
             return
-        pages = self._prefetched.get(tuple(sorted(context.items())))
+        pages = self._prefetched.get(context_key(context))
         first = pages.peek_first() if isinstance(pages, PageStream) else None
         if first is None or first.total is None or len(first.results) < first.total:
             return
@@ -276,11 +276,11 @@ class CommerceStream(CodatStream):
         """
         if self._incoming_bookmarks is None:
             self._incoming_bookmarks = {
-                tuple(sorted(p["context"].items())): p["replication_key_value"]
+                context_key(p["context"]): p["replication_key_value"]
                 for p in self.stream_state.get("partitions", [])
                 if isinstance(p.get("context"), dict) and p.get("replication_key_value")
             }
-        bookmark = self._incoming_bookmarks.get(tuple(sorted(context.items())))
+        bookmark = self._incoming_bookmarks.get(context_key(context))
         candidates = [to_datetime(v) for v in (bookmark, self.config.get("start_date")) if v]
         return max(candidates) if candidates else None
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import copy
 import io
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 import requests
 
+from tap_codat_commerce.client import auth_header
 from tap_codat_commerce.sandbox import Sandbox, Settings
 from tap_codat_commerce.tap import TapCodatCommerce
 
@@ -45,7 +45,7 @@ class Api:
         self.sandbox = sandbox
         self.base = sandbox.base_url
         self.session = requests.Session()
-        self.session.headers["Authorization"] = "Basic " + base64.b64encode(sandbox.api_key.encode()).decode()
+        self.session.headers["Authorization"] = auth_header(sandbox.api_key)
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         return self.session.get(self.base + path, timeout=30, **kwargs)

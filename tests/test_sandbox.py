@@ -16,6 +16,7 @@ import requests
 from oas_convert import component
 
 from tap_codat_commerce.sandbox.cli import parser as cli_parser
+from tap_codat_commerce.sandbox.cli import sandbox_process
 from tests.conftest import Api
 
 DATA = "/companies/{c}/connections/{k}/data/{path}"
@@ -491,22 +492,10 @@ def test_cli_prints_base_url_and_key_and_validates_flags(capsys):
     assert "must be between 0 and 1" in capsys.readouterr().err
 
 
-def test_cli_serves_until_terminated(tmp_path):
-    import subprocess
-    import sys
-
-    process = subprocess.Popen([sys.executable, "-m", "tap_codat_commerce.sandbox", "--port", "0",
-                                "--companies", "1", "--orders", "5"], stdout=subprocess.PIPE, text=True)
-    try:
-        lines = [process.stdout.readline() for _ in range(3)]
-        base_url = lines[1].strip().split("=", 1)[1]
-        key = lines[2].strip().split("=", 1)[1]
+def test_cli_prints_its_url_and_key_and_stops_cleanly():
+    with sandbox_process("--companies", "1", "--orders", "5") as (base_url, key):  # exit 0 is checked on leaving
         header = {"Authorization": "Basic " + base64.b64encode(key.encode()).decode()}
         assert requests.get(base_url + "/companies", headers=header, timeout=10).json()["totalResults"] == 1
-    finally:
-        process.terminate()
-        assert process.wait(timeout=10) == 0
-        process.stdout.close()
 
 
 def test_threads_do_not_corrupt_state(api):

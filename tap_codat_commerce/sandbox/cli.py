@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import signal
+import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from . import Sandbox
 from .world import Settings
@@ -62,6 +64,28 @@ def parser() -> argparse.ArgumentParser:
     faults.add_argument("--retry-after", type=_non_negative(float), default=1.0,
                         help="Retry-After seconds sent with concurrency 429s (default 1)")
     return p
+
+
+@contextmanager
+def sandbox_process(*flags: str) -> Iterator[tuple[str, str]]:
+    """Run the sandbox in its own process (``flags`` as on the command line; a free port unless
+    ``--port`` is given); yields its (base_url, api_key) and stops it afterwards."""
+    port = () if "--port" in flags else ("--port", "0")
+    process = subprocess.Popen([sys.executable, "-m", "tap_codat_commerce.sandbox", *port, *flags],
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    try:
+        lines = [process.stdout.readline().strip() for _ in range(3)]
+        banner = dict(line.split("=", 1) for line in lines if "=" in line)
+        if "api_key" not in banner:
+            raise RuntimeError(f"the sandbox did not start (flags {' '.join(flags)})")
+        yield banner["base_url"], banner["api_key"]
+    finally:
+        process.terminate()
+        code = process.wait(timeout=30)
+        process.stdout.close()
+    if code != 0:
+        raise RuntimeError(f"the sandbox did not stop cleanly (exit {code})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,6 @@ import orjson
 
 from .catalog import (
     COMMERCE_DATA_TYPES,
-    COMMERCE_PLATFORMS,
     DATA_TYPE_OF_PATH,
     OTHER_DATA_TYPES,
     PLATFORM_BY_KEY,
@@ -676,4 +675,4 @@ def base_url_of(server: ThreadingHTTPServer) -> str:
     return f"http://{host!s}:{port}" if isinstance(host, str) else f"http://{host.decode()}:{port}"
 
 
-__all__ = ["COMMERCE_PLATFORMS", "SandboxApp", "SandboxHTTPServer", "build_server"]
+__all__ = ["SandboxApp", "SandboxHTTPServer", "base_url_of", "build_server"]

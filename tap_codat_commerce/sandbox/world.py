@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .catalog import COMMERCE_DATA_TYPES, OTHER_DATA_TYPES, PLATFORM_BY_KEY, PLATFORMS, Platform
+from .catalog import COMMERCE_DATA_TYPES, COMMERCE_PLATFORMS, OTHER_DATA_TYPES, PLATFORM_BY_KEY, Platform
 from .records import BASE_SPAN, ConnectionData, Sizes, iso_utc, mix
 
 CLOCK_START = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
@@ -191,12 +191,11 @@ class World:
 
     # --- building -------------------------------------------------------------------------
     def _seed_companies(self) -> None:
-        commerce = [p for p in PLATFORMS if p.source_type == "Commerce"]
         created = iso_utc(CLOCK_START - 400 * 86_400)
         for k in range(self.settings.companies):
             company = self._new_company(make_uuid(self.settings.seed, 1000 + k),
                                         f"Sandbox Shop {k + 1}", None, {}, created)
-            platform = commerce[k % len(commerce)]
+            platform = COMMERCE_PLATFORMS[k % len(COMMERCE_PLATFORMS)]
             connection = self._new_connection(company, platform, make_uuid(self.settings.seed, 2000 + k), created)
             self._link(connection, at=time.time() - 3600, delay=0, data_types=COMMERCE_DATA_TYPES)
             if self.settings.accounting_every and k % self.settings.accounting_every == 0:
