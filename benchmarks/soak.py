@@ -21,7 +21,7 @@ from typing import Any
 
 import requests
 
-from tap_codat_commerce.data_types import COMMERCE_ENDPOINTS
+from tap_codat_commerce.codat.data_types import COMMERCE_ENDPOINTS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import ROOT, TAP, sandbox

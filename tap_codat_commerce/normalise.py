@@ -1,6 +1,7 @@
 """Records made to match their schema, driven by the schema itself (found once per stream).
 
-- Codat DateTimes (``format: date-time``) become RFC 3339 UTC.
+- Codat DateTimes (``format: date-time``) become RFC 3339 UTC in one fixed-width form
+  (``YYYY-MM-DDTHH:MM:SS.ffffffZ``, see :mod:`tap_codat_commerce.codat.dates`).
 - Numbers sent as strings (``"12.50"``) become numbers.
 - A value that cannot be its declared type is emitted as null, with one warning per field.
 Everything else, unknown fields included, passes through untouched.
@@ -8,48 +9,15 @@ Everything else, unknown fields included, passes through untouched.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
-import pendulum
+from .codat.dates import canonical
 
 logger = logging.getLogger("tap_codat_commerce.normalise")
 
 Normaliser = Callable[[dict[str, Any]], None]
-
-
-def to_utc(value: str) -> str | None:
-    """``2021-11-15T01:00:00-05:00`` → ``2021-11-15T06:00:00Z``; None if it is no date.
-
-    Codat sends UTC with ``Z``, unqualified local times (taken as UTC: the business's
-    zone is not known), offsets, bare dates and the ``0001-01-01T00:00:00`` sentinel.
-    """
-    if len(value) == 20 and value[10] == "T" and value[19] == "Z":
-        return value  # already the canonical form: the common case, kept cheap
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        try:
-            parsed = pendulum.parse(value, strict=False)  # type: ignore[assignment]
-        except (ValueError, pendulum.parsing.exceptions.ParserError):
-            return None
-        if not isinstance(parsed, datetime):
-            return None
-    if parsed.tzinfo is not None:
-        with contextlib.suppress(OverflowError):  # an offset on year 1 stays as it is
-            parsed = parsed.astimezone(UTC)
-    return parsed.replace(tzinfo=None).isoformat() + "Z"
-
-
-def to_datetime(value: str) -> datetime:
-    """A bookmark or setting as an aware UTC datetime (unqualified times are UTC)."""
-    parsed = pendulum.parse(str(value))
-    if not isinstance(parsed, datetime):
-        raise ValueError(f"{value!r} is not a date and time")
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def build_normaliser(schema: dict[str, Any], stream: str) -> Normaliser | None:
@@ -103,7 +71,7 @@ def _object_normaliser(schema: dict[str, Any], where: str, warned: set[str]) -> 
         for name in dates:
             value = record.get(name)
             if value.__class__ is str:
-                fixed = to_utc(value)
+                fixed = canonical(value)
                 if fixed is None:
                     _warn_once(warned, where, name, value, "date")
                 record[name] = fixed

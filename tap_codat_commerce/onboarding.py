@@ -20,18 +20,14 @@ import json
 import os
 import re
 import sys
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from typing import Any, TextIO
 
-from .client import CodatClient, CodatError, RetryPolicy
-from .data_types import (
-    COMMERCE_DATA_TYPES,
-    DATA_TYPE_ALIASES,
-    DataTypeStatus,
-    data_status,
-)
+from .codat.data_types import COMMERCE_DATA_TYPES, DataTypeStatus
+from .codat.http import CodatClient, CodatError, RetryPolicy
+from .codat.operations import data_status, refresh, wait_for_sync
+from .codat.paging import PageStream, records_of
 from .settings import DEFAULT_BASE_URL, settings_errors
 
 COMPANY_NAME = re.compile(r"^[A-Za-z0-9\s\-',&@.?!]+$")
@@ -90,7 +86,7 @@ class Onboarded:
 
 
 def commerce_platforms(client: CodatClient) -> list[dict[str, Any]]:
-    return [i for page in client.pages("/integrations", page_size=500) for i in page.results
+    return [i for i in records_of(PageStream(client, "/integrations", page_size=500))
             if i.get("sourceType") == "Commerce" and i.get("enabled", True)]
 
 
@@ -116,11 +112,8 @@ def check_company_name(name: str) -> str:
 
 
 def find_company(client: CodatClient, name: str) -> dict[str, Any] | None:
-    for page in client.pages("/companies", page_size=500):
-        for company in page.results:
-            if company.get("name") == name:
-                return company
-    return None
+    return next((c for c in records_of(PageStream(client, "/companies", page_size=500)) if c.get("name") == name),
+                None)
 
 
 def create_company(client: CodatClient, name: str, platform: str, *, reuse: bool = False,
@@ -151,64 +144,6 @@ def create_company(client: CodatClient, name: str, platform: str, *, reuse: bool
                          "the company just created was removed again") from None
     return Onboarded(company["id"], company["name"], connection["id"], integration["name"], connection["linkUrl"],
                      reused)
-
-
-# --- status, refresh, wait ----------------------------------------------------------------------
-def refresh(client: CodatClient, company_id: str, data_type: str | None = None,
-            connection_id: str | None = None) -> list[str]:
-    """Queue a sync of one data type (or of all that are enabled); returns what was queued."""
-    if data_type is None:
-        client.request("POST", f"/companies/{company_id}/data/all")
-        return ["all enabled data types"]
-    resolved = DATA_TYPE_ALIASES.get(data_type.lower())
-    if resolved is None:
-        raise SetupError(f"unknown commerce data type {data_type!r}; one of: {', '.join(COMMERCE_DATA_TYPES)}")
-    params = {"connectionId": connection_id} if connection_id else None
-    client.request("POST", f"/companies/{company_id}/data/queue/{resolved}", params=params)
-    return [resolved]
-
-
-def enabled_data_types(client: CodatClient, company_id: str) -> set[str]:
-    settings = client.get_json(f"/companies/{company_id}/syncSettings").get("settings") or []
-    return {s["dataType"] for s in settings if s.get("fetchOnFirstLink") and s.get("dataType") in COMMERCE_DATA_TYPES}
-
-
-@dataclass
-class WaitResult:
-    statuses: list[DataTypeStatus]
-    timed_out: bool
-    waited_s: float
-    watched: list[str] = field(default_factory=list)
-
-    @property
-    def failed(self) -> list[str]:
-        return [s.data_type for s in self.statuses if s.failed and s.data_type in self.watched]
-
-    @property
-    def pending(self) -> list[str]:
-        return [s.data_type for s in self.statuses if not s.done and s.data_type in self.watched]
-
-    @property
-    def ok(self) -> bool:
-        return not self.timed_out and not self.failed
-
-
-def wait_for_sync(client: CodatClient, company_id: str, *, timeout: float = 600, interval: float = 2,
-                  on_progress: Callable[[list[DataTypeStatus]], None] | None = None) -> WaitResult:
-    """Poll until every enabled commerce data type is Complete, NotSupported or failed."""
-    watched = sorted(enabled_data_types(client, company_id)) or list(COMMERCE_DATA_TYPES)
-    started = time.monotonic()
-    while True:
-        statuses = data_status(client, company_id)
-        if on_progress:
-            on_progress(statuses)
-        relevant = [s for s in statuses if s.data_type in watched]
-        waited = time.monotonic() - started
-        if all(s.done for s in relevant):
-            return WaitResult(statuses, False, waited, watched)
-        if waited >= timeout:
-            return WaitResult(statuses, True, waited, watched)
-        time.sleep(min(interval, max(timeout - waited, 0.05)))
 
 
 # --- command line ---------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import pendulum
 
-from .client import MAX_PAGE_SIZE, is_loopback
+from .codat.http import MAX_PAGE_SIZE, is_loopback
 
 DEFAULT_BASE_URL = "https://api.codat.io"
 DEFAULT_PAGE_SIZE = 2000  # as fast as 5000 here, and 40% of the memory (see README, Performance)

@@ -6,86 +6,21 @@ import logging
 import zlib
 from collections.abc import Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from singer_sdk import Tap
 from singer_sdk.helpers.types import Context
+from singer_sdk.singerlib.catalog import REPLICATION_INCREMENTAL
 
-from .client import CodatClient, CodatError, CodatStream, PageStream, RequestFailedError, context_key
-from .data_types import CommerceEndpoint, DataTypeStatus, UnknownCompanyError, data_status
-from .normalise import build_normaliser, to_datetime
-from .onboarding import refresh, wait_for_sync
-
-if TYPE_CHECKING:
-    from .tap import TapCodatCommerce
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A data type the tap will not ask for on this connection, and why."""
-
-    reason: str
-    routine: bool  # expected (the platform lacks it): logged at INFO, not WARNING
-
-
-class Readiness:
-    """Per company, which commerce data types have synced at least once (Codat's dataStatus).
-
-    Types that never synced are skipped without a 404/409 round trip. dataStatus is per
-    company, so a type that synced on any of its connections is read on all of them (a
-    connection that lacks it still answers 404/409, which is skipped too).
-    """
-
-    def __init__(self, client: CodatClient, *, enabled: bool) -> None:
-        self.client = client
-        self.enabled = enabled
-        self._pending: dict[str, Future[dict[str, DataTypeStatus] | None] | None] = {}
-        self._known: dict[str, dict[str, DataTypeStatus] | None] = {}
-
-    def _load(self, company_id: str) -> dict[str, DataTypeStatus] | None:
-        try:
-            return {s.data_type: s for s in data_status(self.client, company_id)}
-        except (RequestFailedError, UnknownCompanyError):
-            return None  # not known: read, and let 404/409 answer
-
-    def prefetch(self, company_id: str) -> None:
-        if self.enabled and company_id not in self._pending and company_id not in self._known:
-            self._pending[company_id] = self.client.fetch_ahead(self._load, company_id)
-
-    def available(self, company_id: str) -> bool:
-        """Known already, or arrived: asking now would not wait."""
-        future = self._pending.get(company_id)
-        return not self.enabled or company_id in self._known or (future is not None and future.done())
-
-    def statuses(self, company_id: str) -> dict[str, DataTypeStatus] | None:
-        if not self.enabled:
-            return None
-        if company_id not in self._known:
-            future = self._pending.pop(company_id, None)
-            self._known[company_id] = (self._load(company_id) if future is None
-                                       else self.client.collect(future, self._load, company_id))
-        return self._known[company_id]
-
-    def forget_all(self) -> None:
-        """A new sync: what dataStatus said before is stale."""
-        for company_id in list(self._pending) + list(self._known):
-            self.forget(company_id)
-
-    def forget(self, company_id: str) -> None:
-        self._known.pop(company_id, None)
-        future = self._pending.pop(company_id, None)
-        if future is not None:
-            self.client.discard(future)
-
-    def skip(self, company_id: str, data_type: str) -> Skipped | None:
-        status = (self.statuses(company_id) or {}).get(data_type)
-        if status is None or status.readable:
-            return None
-        if status.status == "NotSupported":
-            return Skipped("not supported by the platform (dataStatus NotSupported)", routine=True)
-        return Skipped(f"never synced (dataStatus {status.status}); enable it with tap-codat-commerce-setup "
-                       "sync-settings, or refresh it", routine=False)
+from .client import CodatStream, context_key
+from .codat.data_types import CommerceEndpoint
+from .codat.dates import parse_instant
+from .codat.http import CodatError, RequestFailedError
+from .codat.operations import refresh, wait_for_sync
+from .codat.paging import KeysetStream, PageStream, records_of
+from .normalise import build_normaliser
+from .readiness import Skipped
 
 
 class RecordError(CodatError):
@@ -108,13 +43,12 @@ class CompaniesStream(CodatStream):
     primary_keys = ("id",)
 
     def open(self, context: Context | None) -> PageStream:
-        return self.client.pages("/companies", page_size=self.page_size)
+        return PageStream(self.client, "/companies", page_size=self.page_size)
 
     def _companies(self) -> Iterable[dict[str, Any]]:
         company_ids = self.config.get("company_ids")
         if not company_ids:
-            for page in self.open(None):
-                yield from page.results
+            yield from records_of(self.open(None))
             return
         for company_id in company_ids:
             try:
@@ -173,7 +107,7 @@ class ConnectionsStream(CodatStream):
 
     def open(self, context: Context | None) -> PageStream:
         assert context is not None
-        return self.client.pages(f"/companies/{context['companyId']}/connections", page_size=self.page_size)
+        return PageStream(self.client, f"/companies/{context['companyId']}/connections", page_size=self.page_size)
 
     def prefetch_children_if_listed(self, context: Context) -> None:
         """If a company's connection list has arrived, queue its data types' first pages too,
@@ -200,8 +134,7 @@ class ConnectionsStream(CodatStream):
         with self.failure_context(company_id):
             if self.config.get("refresh_before_read"):
                 self.refresh_and_wait(company_id)
-            for page in self.opened(context):
-                yield from page.results
+            yield from records_of(self.opened(context))
 
     def refresh_and_wait(self, company_id: str) -> None:
         """Opt-in: queue a sync of the company's enabled data types and wait (bounded) for it."""
@@ -233,11 +166,17 @@ class ConnectionsStream(CodatStream):
 
 
 class CommerceStream(CodatStream):
-    """One commerce data type for one connection at a time (built from a CommerceEndpoint)."""
+    """One commerce data type for one connection at a time (built from a CommerceEndpoint).
+
+    Incremental data types are read by :class:`KeysetStream` and emitted in ``modifiedDate``
+    order, so the SDK's bookmark is always the latest instant emitted and resumable
+    mid-connection. A server that breaks that order is absorbed (``check_sorted`` off):
+    its records are emitted and the bookmark only ever names what was emitted.
+    """
 
     parent_stream_type = ConnectionsStream
 
-    def __init__(self, tap: TapCodatCommerce, endpoint: CommerceEndpoint) -> None:
+    def __init__(self, tap: Tap, endpoint: CommerceEndpoint) -> None:
         self.endpoint = endpoint
         super().__init__(tap, name=endpoint.name)
         self.primary_keys = ("companyId", "connectionId") if endpoint.single_object else (
@@ -245,44 +184,50 @@ class CommerceStream(CodatStream):
         if endpoint.incremental:
             self.replication_key = "modifiedDate"
         self._normalise = build_normaliser(self.schema, self.name)
-        self._incoming_bookmarks: dict[tuple[Any, ...], str] | None = None
+        self._incoming: dict[tuple[Any, ...], dict[str, Any]] | None = None
+        self._warned_keyless: set[tuple[Any, ...]] = set()
 
     @property
     def is_sorted(self) -> bool:
-        return self.endpoint.incremental  # the server orders by modifiedDate
+        return self.endpoint.incremental  # emitted in modifiedDate order (see KeysetStream)
+
+    @property
+    def check_sorted(self) -> bool:
+        return False  # a record Codat sends out of order is emitted, not a failed sync
 
     def _path(self, context: Context) -> str:
         return f"/companies/{context['companyId']}/connections/{context['connectionId']}/data/{self.endpoint.path}"
 
-    def open(self, context: Context | None) -> PageStream | Future[Any] | Skipped | None:
+    def open(self, context: Context | None) -> KeysetStream | Future[Any] | Skipped | None:
         assert context is not None
         skipped = self.readiness.skip(context["companyId"], self.endpoint.data_type)
         if skipped is not None:
             return skipped
         if self.endpoint.single_object:
             return self.client.fetch_ahead(self.client.get_json, self._path(context))
-        params: dict[str, Any] = {"orderBy": "modifiedDate"}
-        start = self.resume_from(context)
-        if start is not None:
-            params["query"] = f"modifiedDate>={start.strftime('%Y-%m-%dT%H:%M:%SZ')}"
-        return self.client.pages(self._path(context), params, page_size=self.page_size, ahead=1)
+        return KeysetStream(self.client, self._path(context), start=self.resume_from(context),
+                            page_size=self.page_size)
 
     def resume_from(self, context: Context) -> datetime | None:
-        """The later of this connection's bookmark and start_date.
+        """Where ``context`` starts, by the SDK's own rules (see ``write_starting_replication_value``):
+        nothing for FULL_TABLE (forced by the catalog or not); else the partition's bookmark
+        when it names this stream's replication key, and ``start_date`` when later or alone.
 
-        The SDK's get_starting_timestamp() only answers once the context's sync has begun;
-        prefetching asks earlier, so this reads the same two inputs itself (read-only: the
-        state a run starts from, which is what each context resumes from).
+        Read here, from the state the run started with, because prefetching asks before the
+        SDK reaches the context.
         """
-        if self._incoming_bookmarks is None:
-            self._incoming_bookmarks = {
-                context_key(p["context"]): p["replication_key_value"]
-                for p in self.stream_state.get("partitions", [])
-                if isinstance(p.get("context"), dict) and p.get("replication_key_value")
-            }
-        bookmark = self._incoming_bookmarks.get(context_key(context))
-        candidates = [to_datetime(v) for v in (bookmark, self.config.get("start_date")) if v]
-        return max(candidates) if candidates else None
+        if self.replication_method != REPLICATION_INCREMENTAL or not self.replication_key:
+            return None
+        if self._incoming is None:
+            self._incoming = {context_key(p["context"]): p for p in self.stream_state.get("partitions", [])
+                              if isinstance(p, dict) and isinstance(p.get("context"), dict)}
+        partition = self._incoming.get(context_key(context)) or {}
+        bookmark = partition.get("replication_key_value")
+        if partition.get("replication_key") != self.replication_key:
+            bookmark = None
+        candidates = [parse_instant(str(v)) for v in (bookmark, self.config.get("start_date")) if v]
+        known = [c for c in candidates if c is not None]
+        return max(known) if known else None
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         assert context is not None
@@ -294,9 +239,9 @@ class CommerceStream(CodatStream):
             return
         with self.failure_context(company_id, connection_id):
             try:
-                if isinstance(source, PageStream):
-                    for page in source:
-                        yield from page.results
+                if isinstance(source, KeysetStream):
+                    for records in source:
+                        yield from records
                 elif isinstance(source, Future):
                     yield self.client.collect(source, self.client.get_json, self._path(context))
                 else:
@@ -313,8 +258,19 @@ class CommerceStream(CodatStream):
             raise RecordError(f"{self.name} (company {context['companyId']}, connection {context['connectionId']}): "
                               "Codat sent a record without an id, which cannot be keyed; stopping rather than "
                               "loading it unkeyed")
+        if self.replication_key and self.replication_key not in row:
+            self._warn_keyless(context)
+            row[self.replication_key] = None
         row["companyId"] = context["companyId"]
         row["connectionId"] = context["connectionId"]
         if self._normalise is not None:
             self._normalise(row)
         return row
+
+    def _warn_keyless(self, context: Context) -> None:
+        key = context_key(context)
+        if key not in self._warned_keyless:
+            self._warned_keyless.add(key)
+            self.logger.warning("%s (company %s, connection %s): Codat sent records without %s; emitted with it "
+                                "null (they do not move the bookmark; further ones are not logged)", self.name,
+                                context["companyId"], context["connectionId"], self.replication_key)

@@ -10,11 +10,12 @@ from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
-from .client import MAX_PAGE_SIZE, CodatClient, CodatError, RetryPolicy
-from .data_types import COMMERCE_ENDPOINTS
+from .codat.data_types import COMMERCE_ENDPOINTS
+from .codat.http import MAX_PAGE_SIZE, CodatClient, CodatError, RetryPolicy
 from .output import OrjsonWriter
+from .readiness import Readiness
 from .settings import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY, DEFAULT_PAGE_SIZE, settings_errors
-from .streams import CommerceStream, CompaniesStream, ConnectionsStream, Readiness
+from .streams import CommerceStream, CompaniesStream, ConnectionsStream
 
 
 class TapCodatCommerce(Tap):

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from tap_codat_commerce.client import auth_header
+from tap_codat_commerce.codat.http import auth_header
 from tap_codat_commerce.sandbox import Sandbox, Settings
 from tap_codat_commerce.tap import TapCodatCommerce
 

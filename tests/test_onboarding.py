@@ -11,16 +11,10 @@ import sys
 import pytest
 import requests
 
-from tap_codat_commerce.client import CodatClient
-from tap_codat_commerce.data_types import COMMERCE_DATA_TYPES
-from tap_codat_commerce.onboarding import (
-    SetupError,
-    create_company,
-    data_status,
-    enable_commerce_sync,
-    resolve_platform,
-    wait_for_sync,
-)
+from tap_codat_commerce.codat.data_types import COMMERCE_DATA_TYPES
+from tap_codat_commerce.codat.http import CodatClient
+from tap_codat_commerce.codat.operations import data_status, wait_for_sync
+from tap_codat_commerce.onboarding import SetupError, create_company, enable_commerce_sync, resolve_platform
 from tests.conftest import STREAM_OF_DATA_TYPE, Api, run_tap, tap_config, write_json
 
 
@@ -208,7 +202,7 @@ def test_refresh_before_read_queues_and_waits(start_sandbox):
 def test_progress_is_one_updating_line_on_a_terminal():
     import io
 
-    from tap_codat_commerce.data_types import DataTypeStatus
+    from tap_codat_commerce.codat.data_types import DataTypeStatus
     from tap_codat_commerce.onboarding import Progress
 
     class Terminal(io.StringIO):

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tap_codat_commerce.client import CodatClient, QuotaExhaustedError, auth_header, parse_retry_after
-from tap_codat_commerce.normalise import to_utc
+from tap_codat_commerce.codat.dates import canonical
+from tap_codat_commerce.codat.http import CodatClient, QuotaExhaustedError, auth_header, parse_retry_after
 from tests.conftest import STREAM_OF_DATA_TYPE, Api, run_cli, run_tap, tap_config, write_json
 
-RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")
+RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")  # the one fixed-width form
 COMMERCE_STREAMS = set(STREAM_OF_DATA_TYPE.values())
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 
@@ -106,7 +106,7 @@ def test_second_run_fetches_only_what_changed(sandbox):
                     continue
                 mark = bookmarks[(stream, connection)]
                 # what changed since the bookmark, plus the record at the bookmark itself (>=)
-                expected = sorted(r["id"] for r in rows if to_utc(r["modifiedDate"]) >= mark)
+                expected = sorted(r["id"] for r in rows if canonical(r["modifiedDate"]) >= mark)
                 assert got == expected, (stream, len(got), len(expected))
     total_second = sum(second.counts()[s] for s in COMMERCE_STREAMS)
     total_first = sum(first.counts()[s] for s in COMMERCE_STREAMS)
@@ -117,9 +117,10 @@ def test_start_date_filters_on_the_server(sandbox):
     api = Api(sandbox)
     run = run_tap(tap_config(sandbox, start_date="2025-12-01T00:00:00Z"))
     orders = run.records["orders"]
-    assert orders and all(o["modifiedDate"] >= "2025-12-01T00:00:00Z" for o in orders)
-    queries = {r["params"].get("query") for r in api.requests_log()["requests"] if "commerce-orders" in r["path"]}
-    assert queries == {"modifiedDate>=2025-12-01T00:00:00Z"}
+    assert orders and all(o["modifiedDate"] >= "2025-12-01T00:00:00.000000Z" for o in orders)
+    queries = [r["params"].get("query") for r in api.requests_log()["requests"] if "commerce-orders" in r["path"]]
+    assert queries[0] == "modifiedDate>=2025-12-01T00:00:00Z"
+    assert all(q >= "modifiedDate>=2025-12-01T00:00:00Z" for q in queries)
 
 
 def test_bookmarks_are_per_connection_and_dates_are_normalised(sandbox):
@@ -139,20 +140,25 @@ def test_bookmarks_are_per_connection_and_dates_are_normalised(sandbox):
                 assert value is None or RFC3339_UTC.match(value), (stream, field, value)
     nested = [p["createdDate"] for o in run.records["orders"] for p in o["payments"]]
     assert nested and all(RFC3339_UTC.match(v) for v in nested)
-    assert any(o["closedDate"] == "0001-01-01T00:00:00Z" for o in run.records["orders"])
+    assert any(o["closedDate"] == "0001-01-01T00:00:00.000000Z" for o in run.records["orders"])
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
-    ("2021-11-15T06:00:00Z", "2021-11-15T06:00:00Z"),
-    ("2021-11-15T01:00:00", "2021-11-15T01:00:00Z"),
-    ("2021-11-15T01:00:00-05:00", "2021-11-15T06:00:00Z"),
+    ("2021-11-15T06:00:00Z", "2021-11-15T06:00:00.000000Z"),
+    ("2021-11-15T01:00:00", "2021-11-15T01:00:00.000000Z"),
+    ("2021-11-15T01:00:00-05:00", "2021-11-15T06:00:00.000000Z"),
     ("2021-11-15T01:00:00.25+01:00", "2021-11-15T00:00:00.250000Z"),
-    ("2022-10-23", "2022-10-23T00:00:00Z"),
-    ("0001-01-01T00:00:00", "0001-01-01T00:00:00Z"),
+    ("2021-11-15T15:28:09.3409951Z", "2021-11-15T15:28:09.340995Z"),
+    ("2022-10-23", "2022-10-23T00:00:00.000000Z"),
+    ("0001-01-01T00:00:00", "0001-01-01T00:00:00.000000Z"),
+    ("0001-01-01T00:00:00+01:00", "0001-01-01T00:00:00.000000Z"),
+    ("2021-02-29T00:00:00Z", None),
     ("not a date", None),
 ])
 def test_codat_date_forms(raw, expected):
-    assert to_utc(raw) == expected
+    assert canonical(raw) == expected
+    if expected is not None:  # fixed width: text order is time order
+        assert len(expected) == 27
 
 
 def test_unready_and_unsupported_data_types_are_skipped_with_a_warning(start_sandbox, caplog):

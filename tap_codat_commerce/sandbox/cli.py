@@ -61,6 +61,16 @@ def parser() -> argparse.ArgumentParser:
                         help="requests per day before 429 with Retry-After until midnight UTC (0 = off)")
     faults.add_argument("--drift", action="store_true",
                         help="schema drift: unknown fields, numbers as strings, nulls where required")
+    faults.add_argument("--page-size-cap", type=_non_negative(int), default=0,
+                        help="answer at most N records a page whatever pageSize asks (0 = off; Codat's "
+                             "response schema says 2000)")
+    faults.add_argument("--nulls-first", action="store_true",
+                        help="orderBy lists null values first (SQL Server's order); default last")
+    faults.add_argument("--restamp-every", type=_non_negative(int), default=0,
+                        help="after every Nth commerce data page, give its first records a new, later "
+                             "modifiedDate, as a Codat sync completing mid-read does (0 = off)")
+    faults.add_argument("--restamp-count", type=_non_negative(int), default=1,
+                        help="records re-stamped each time (default 1)")
     faults.add_argument("--retry-after", type=_non_negative(float), default=1.0,
                         help="Retry-After seconds sent with concurrency 429s (default 1)")
     return p

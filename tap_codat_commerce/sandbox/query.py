@@ -51,6 +51,11 @@ def parse(text: str, known_fields: frozenset[str] | None = None) -> Node:
     parser.skip_spaces()
     if parser.pos != len(text):
         raise QueryError(MALFORMED)
+    for comparison in _comparisons(node):
+        # Codat reads a date field's bound as a date: `1-01-01T00:00:00Z` is no date
+        if (comparison.path.endswith("Date") and comparison.op in (">", ">=", "<", "<=")
+                and parse_timestamp(comparison.value) is None):
+            raise QueryError(MALFORMED)
     if known_fields is not None:
         for comparison in _comparisons(node):
             root = comparison.path.split(".", 1)[0]

@@ -63,14 +63,15 @@ def _int_param(params: dict[str, str], name: str, default: int) -> int:
         raise ApiError(400, f"The value '{raw}' is not valid for {name}.") from None
 
 
-def page_request(params: dict[str, str]) -> tuple[int, int]:
+def page_request(params: dict[str, str], cap: int = 0) -> tuple[int, int]:
+    """(page, size) asked for; a server ``cap`` (> 0) answers at most that many a page."""
     page = _int_param(params, "page", 1)
     size = _int_param(params, "pageSize", DEFAULT_PAGE_SIZE)
     if page < 1:
         raise ApiError(400, "Page must be greater than 0.")
     if not 1 <= size <= MAX_PAGE_SIZE:
         raise ApiError(400, f"Page size must be between 1 and {MAX_PAGE_SIZE}.")
-    return page, size
+    return page, min(size, cap) if cap > 0 else size
 
 
 def envelope(results: list[Any], page: int, size: int, total: int, *, path: str,
@@ -89,11 +90,11 @@ def envelope(results: list[Any], page: int, size: int, total: int, *, path: str,
             "_links": links}
 
 
-def _sort_key(field: str) -> Callable[[dict[str, Any]], tuple[int, Any]]:
+def _sort_key(field: str, nulls_first: bool = False) -> Callable[[dict[str, Any]], tuple[int, Any]]:
     def key(record: dict[str, Any]) -> tuple[int, Any]:
         value = resolve(record, field)
         if value is None:
-            return (2, "")
+            return (-1 if nulls_first else 2, "")
         if isinstance(value, str):
             ts = parse_timestamp(value)
             return (0, ts) if ts is not None else (1, value.lower())
@@ -104,24 +105,30 @@ def _sort_key(field: str) -> Callable[[dict[str, Any]], tuple[int, Any]]:
 
 
 def query_list(items: list[dict[str, Any]], params: dict[str, str], path: str,
-               known: frozenset[str] | None = None) -> dict[str, Any]:
-    """Filter, order and page an in-memory list (companies, connections, history...)."""
-    page, size = page_request(params)
+               known: frozenset[str] | None = None, *, cap: int = 0, nulls_first: bool = False,
+               ordered: bool = True) -> dict[str, Any]:
+    """Filter, order and page an in-memory list (companies, connections, history, literal
+    records). ``ordered=False`` is a server that ignores ``orderBy``."""
+    page, size = page_request(params, cap)
     query = params.get("query")
     if query:
         node = parse(query, known)
         items = [item for item in items if matches(node, item)]
     order_by = params.get("orderBy")
-    if order_by:
+    if order_by and ordered:
         field = order_by.lstrip("-")
-        items = sorted(items, key=_sort_key(field), reverse=order_by.startswith("-"))
+        descending = order_by.startswith("-")
+        # reversed, nulls keep their end: first ascending (SQL Server) means last descending
+        items = sorted(items, key=_sort_key(field, nulls_first != descending), reverse=descending)
     start = (page - 1) * size
     return envelope(items[start:start + size], page, size, len(items), path=path, params=params)
 
 
-def collection_page(collection: Collection, params: dict[str, str], path: str) -> dict[str, Any]:
-    """Page a commerce collection; a modifiedDate window is answered by index arithmetic."""
-    page, size = page_request(params)
+def collection_page(collection: Collection, params: dict[str, str], path: str,
+                    cap: int = 0) -> tuple[dict[str, Any], list[int]]:
+    """Page a commerce collection (the answer, and the indices of its records); a
+    modifiedDate window is answered by index arithmetic."""
+    page, size = page_request(params, cap)
     known = _known_fields.get(collection.data_type)
     if known is None:
         known = _known_fields[collection.data_type] = frozenset(collection.generate(collection.owner, 0, 0, 0))
@@ -136,16 +143,20 @@ def collection_page(collection: Collection, params: dict[str, str], path: str) -
         total, index_at = collection.window(span)
         stop = min(start + size, total)
         if order_by.startswith("-"):
-            results = [collection.record(index_at(total - 1 - p)) for p in range(start, stop)]
+            indices = [index_at(total - 1 - p) for p in range(start, stop)]
         else:
-            results = [collection.record(index_at(p)) for p in range(start, stop)]
-        return envelope(results, page, size, total, path=path, params=params)
-    records = [collection.record(i) for i in collection.natural_order()]
+            indices = [index_at(p) for p in range(start, stop)]
+        return envelope([collection.record(i) for i in indices], page, size, total, path=path,
+                        params=params), indices
+    indexed = [(i, collection.record(i)) for i in collection.natural_order()]
     if node is not None:
-        records = [r for r in records if matches(node, r)]
+        indexed = [(i, r) for i, r in indexed if matches(node, r)]
     if order_by:
-        records.sort(key=_sort_key(order_by.lstrip("-")), reverse=order_by.startswith("-"))
-    return envelope(records[start:start + size], page, size, len(records), path=path, params=params)
+        by = _sort_key(order_by.lstrip("-"))
+        indexed.sort(key=lambda pair: by(pair[1]), reverse=order_by.startswith("-"))
+    chosen = indexed[start:start + size]
+    return envelope([r for _, r in chosen], page, size, len(indexed), path=path,
+                    params=params), [i for i, _ in chosen]
 
 
 def drifted(records: list[dict[str, Any]], on: bool) -> list[dict[str, Any]]:
@@ -310,7 +321,7 @@ class Api:
     # --- companies --------------------------------------------------------------------------
     def list_companies(self, params: dict[str, str], body: Any) -> Response:
         items = [c.to_json() for c in self.world.companies.values()]
-        return Response(200, query_list(items, params, "/companies"))
+        return self._list(items, params, "/companies")
 
     def create_company(self, params: dict[str, str], body: Any) -> Response:
         if not isinstance(body, dict) or not isinstance(body.get("name"), str):
@@ -338,7 +349,7 @@ class Api:
     # --- connections ------------------------------------------------------------------------
     def list_connections(self, params: dict[str, str], body: Any, company: str) -> Response:
         items = [c.to_json() for c in self.world.company(company).connections.values()]
-        return Response(200, query_list(items, params, f"/companies/{company}/connections"))
+        return self._list(items, params, f"/companies/{company}/connections")
 
     def create_connection(self, params: dict[str, str], body: Any, company: str) -> Response:
         target = self.world.company(company)
@@ -378,13 +389,28 @@ class Api:
         collection = target.data.collections[data_type]
         if data_type == "commerce-companyInfo":
             return Response(200, drifted([collection.record(0)], self.world.settings.drift)[0])
-        body = collection_page(collection, params, f"/companies/{company}/connections/{connection}/data/{path}")
-        body["results"] = drifted(body["results"], self.world.settings.drift)
+        settings = self.world.settings
+        where = f"/companies/{company}/connections/{connection}/data/{path}"
+        literal = target.data.literals.get(data_type)
+        if literal is not None:
+            body = query_list(literal.records, params, where, cap=settings.page_size_cap,
+                              nulls_first=settings.nulls_first, ordered=literal.ordered)
+            position = {id(r): i for i, r in enumerate(literal.records)}
+            served = [position[id(r)] for r in body["results"]]
+            self.world.after_data_page(literal, served)
+            body["results"] = [dict(r) for r in body["results"]]
+        else:
+            body, indices = collection_page(collection, params, where, settings.page_size_cap)
+            self.world.after_data_page(collection, indices)
+        body["results"] = drifted(body["results"], settings.drift)
         return Response(200, body)
+
+    def _list(self, items: list[dict[str, Any]], params: dict[str, str], path: str) -> Response:
+        return Response(200, query_list(items, params, path, cap=self.world.settings.page_size_cap))
 
     # --- integrations -----------------------------------------------------------------------
     def list_integrations(self, params: dict[str, str], body: Any) -> Response:
-        return Response(200, query_list([integration_json(p) for p in PLATFORMS], params, "/integrations"))
+        return self._list([integration_json(p) for p in PLATFORMS], params, "/integrations")
 
     def get_integration(self, params: dict[str, str], body: Any, key: str) -> Response:
         platform = PLATFORM_BY_KEY.get(key)
@@ -436,7 +462,7 @@ class Api:
         return [s.to_json() for s in sorted(syncs, key=lambda s: s.requested_at, reverse=True)]
 
     def list_history(self, params: dict[str, str], body: Any, company: str) -> Response:
-        return Response(200, query_list(self._history(company), params, f"/companies/{company}/data/history"))
+        return self._list(self._history(company), params, f"/companies/{company}/data/history")
 
     def get_history(self, params: dict[str, str], body: Any, company: str, dataset: str) -> Response:
         found = next((h for h in self._history(company) if h["id"] == dataset), None)
@@ -633,13 +659,22 @@ class SandboxApp:
                     "<p>You can close this window.</p></body></html>")
             return Response(200, raw=page.encode(), content_type="text/html; charset=utf-8")
         if path == "/_sandbox/advance" and method == "POST":
-            return Response(200, self.world.advance(int(body.get("seconds", 3600)), body.get("updates"),
-                                                    body.get("inserts")))
+            arguments = {"seconds": int(body.get("seconds", 3600)), "updates": body.get("updates"),
+                         "inserts": body.get("inserts"), "same_instant": bool(body.get("same_instant"))}
+            if body.get("after_pages"):  # later: once that many commerce data pages have been served
+                self.world.advance_after = (self.world.data_pages + int(body["after_pages"]), arguments)
+                return Response(202, {"after_pages": int(body["after_pages"])})
+            return Response(200, self.world.advance(**arguments))
+        if path == "/_sandbox/records" and method == "POST":
+            self.world.set_literal(body["companyId"], body["connectionId"], body["dataType"], body["records"],
+                                   bool(body.get("ordered", True)))
+            return Response(204)
         if path == "/_sandbox/truth" and method == "GET":
             return Response(200, self.world.truth(params.get("companyId")))
         if path == "/_sandbox/faults" and method == "POST":
             for name in ("latency_ms", "error_rate", "drop_rate", "truncate_rate", "concurrency_limit",
-                         "rate_limit_per_minute", "daily_quota", "retry_after", "drift", "change_every"):
+                         "rate_limit_per_minute", "daily_quota", "retry_after", "drift", "change_every",
+                         "page_size_cap", "nulls_first", "restamp_every", "restamp_count", "restamp_times"):
                 if name in body:
                     setattr(self.settings, name, type(getattr(self.settings, name))(body[name]))
             if "script" in body:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .catalog import COMMERCE_DATA_TYPES, COMMERCE_PLATFORMS, OTHER_DATA_TYPES, PLATFORM_BY_KEY, Platform
-from .records import BASE_SPAN, ConnectionData, Sizes, iso_utc, mix
+from .records import BASE_SPAN, Collection, ConnectionData, LiteralCollection, Sizes, iso_utc, mix
 
 CLOCK_START = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
 COMPANY_NAME_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 \t-',&@.?!")
@@ -47,6 +47,11 @@ class Settings:
     retry_after: float = 1.0
     change_every: float = 0.0
     drift: bool = False
+    page_size_cap: int = 0  # answer at most this many records a page (0: as asked, up to 5000)
+    nulls_first: bool = False  # orderBy lists null values first (SQL Server's order), else last
+    restamp_every: int = 0  # after every Nth commerce data page served, re-stamp records of it
+    restamp_count: int = 1  # ... this many (the page's first), to a new later modifiedDate
+    restamp_times: int = 0  # ... at most this many times (0: no limit)
 
     @property
     def key(self) -> str:
@@ -187,6 +192,9 @@ class World:
         self.client_id = make_uuid(settings.seed, 1)
         self.profile_settings: list[dict[str, Any]] = default_sync_settings()
         self.companies: dict[str, Company] = {}
+        self.data_pages = 0  # commerce data list pages served
+        self.restamps = 0
+        self.advance_after: tuple[int, dict[str, Any]] | None = None  # (page count, advance arguments)
         self._seed_companies()
 
     # --- building -------------------------------------------------------------------------
@@ -293,8 +301,37 @@ class World:
                                     f"{company.id} as previous sync {latest.id} is still in progress")
         return [self._queue(c, data_type, at=time.time(), delay=self.settings.sync_delay) for c in targets]
 
-    def advance(self, seconds: int = 3600, updates: int | None = None, inserts: int | None = None) -> dict[str, Any]:
-        """Move the clock: change some records and add new ones in every readable collection."""
+    def after_data_page(self, collection: Collection | LiteralCollection, served: list[int]) -> None:
+        """A commerce data page was answered: Codat may re-stamp records while they are read.
+
+        With ``restamp_every`` N, every Nth page moves its first ``restamp_count`` records to a
+        new modifiedDate one second after everything else, so that every record behind them on
+        a page-number read shifts up; a scripted ``advance_after`` changes data mid-read.
+        """
+        self.data_pages += 1
+        s = self.settings
+        if (s.restamp_every > 0 and self.data_pages % s.restamp_every == 0
+                and (s.restamp_times <= 0 or self.restamps < s.restamp_times)):
+            self.restamps += 1
+            for index in served[: s.restamp_count]:
+                self.clock += 1
+                collection.update(index, self.clock)
+        if self.advance_after is not None and self.data_pages >= self.advance_after[0]:
+            arguments, self.advance_after = self.advance_after[1], None
+            self.advance(**arguments)
+
+    def set_literal(self, company_id: str, connection_id: str, data_type: str, records: list[dict[str, Any]],
+                    ordered: bool = True) -> None:
+        connection = self.connection(company_id, connection_id)
+        if connection.data is None or data_type not in connection.data.collections:
+            raise ApiError(404, f"Datatype {data_type} is not readable on connection {connection_id}")
+        connection.data.literals[data_type] = LiteralCollection([dict(r) for r in records], ordered)
+
+    def advance(self, seconds: int = 3600, updates: int | None = None, inserts: int | None = None,
+                same_instant: bool = False) -> dict[str, Any]:
+        """Move the clock: change some records and add new ones in every readable collection.
+        ``same_instant`` stamps every change with the new clock (a re-map: one modifiedDate
+        shared by thousands of records)."""
         self.advances += 1
         start = self.clock
         self.clock += max(int(seconds), 1)
@@ -314,7 +351,7 @@ class World:
                     steps = n_updates + n_inserts
                     span = self.clock - start
                     for j in range(steps):
-                        ts = start + 1 + (j * (span - 1)) // max(steps, 1)
+                        ts = self.clock if same_instant else start + 1 + (j * (span - 1)) // max(steps, 1)
                         if j < n_updates:
                             collection.update(mix(mix(self.settings.seed, self.advances), j) % len(collection), ts)
                         else:
@@ -335,7 +372,9 @@ class World:
                 for data_type, collection in connection.data.collections.items():
                     if not connection.first_sync_done(data_type):
                         continue
-                    records = [collection.record(i) for i in collection.natural_order()]
+                    literal = connection.data.literals.get(data_type)
+                    records = literal.records if literal is not None else [
+                        collection.record(i) for i in collection.natural_order()]
                     result.setdefault(company.id, {}).setdefault(connection.id, {})[data_type] = [
                         {"id": r.get("id"), "modifiedDate": r.get("modifiedDate")} for r in records]
         return result

@@ -1,10 +1,8 @@
-"""The eleven commerce data types as data, and what Codat's dataStatus says of them."""
+"""The eleven commerce data types as data (Codat's names and paths), and a dataStatus entry."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from .client import CodatClient, CodatError, RequestFailedError
 
 
 @dataclass(frozen=True)
@@ -40,12 +38,10 @@ FAILED = frozenset({"FetchError", "MapError", "InternalError", "ProcessingError"
 FINISHED = frozenset({"Complete", "NotSupported"})
 
 
-class UnknownCompanyError(CodatError):
-    """dataStatus answered 404: no such company."""
-
-
 @dataclass
 class DataTypeStatus:
+    """One commerce data type of a company, as ``GET /companies/{id}/dataStatus`` reports it."""
+
     data_type: str
     status: str  # Codat's currentStatus, or "NeverSynced"
     last_successful_sync: str | None
@@ -58,20 +54,3 @@ class DataTypeStatus:
     @property
     def failed(self) -> bool:
         return self.status in FAILED
-
-
-def data_status(client: CodatClient, company_id: str) -> list[DataTypeStatus]:
-    """Per commerce data type: status, last successful sync, and whether it can be read now."""
-    try:
-        body = client.get_json(f"/companies/{company_id}/dataStatus")
-    except RequestFailedError as exc:
-        if exc.status == 404:
-            raise UnknownCompanyError(f"no company with id {company_id}") from None
-        raise
-    statuses = []
-    for data_type in COMMERCE_DATA_TYPES:
-        entry = body.get(data_type) or {}
-        last = entry.get("lastSuccessfulSync")
-        status = entry.get("currentStatus") or "NeverSynced"
-        statuses.append(DataTypeStatus(data_type, status, last, bool(last) or status == "Complete"))
-    return statuses

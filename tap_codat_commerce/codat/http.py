@@ -1,0 +1,312 @@
+"""Codat over HTTP: auth, retries, rate limits, one-line errors and a bounded fetch-ahead pool.
+
+The tap's streams and the setup command both build on :class:`CodatClient`; this module
+(like all of :mod:`tap_codat_commerce.codat`) imports nothing from singer-sdk.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import gc
+import logging
+import random
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import orjson
+import requests
+
+logger = logging.getLogger("tap_codat_commerce.codat")
+
+T = TypeVar("T")
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+CODAT_CONCURRENCY_PER_COMPANY = 10
+MAX_PAGE_SIZE = 5000
+
+
+class CodatError(Exception):
+    """A failure the tap reports as one line and a non-zero exit."""
+
+
+class AuthError(CodatError):
+    """401/403: the key is wrong, revoked or not allowed here."""
+
+
+class QuotaExhaustedError(CodatError):
+    """Codat asked us to wait longer than ``max_retry_after``."""
+
+
+class RequestFailedError(CodatError):
+    """A request that failed for good (after retries, or a 4xx that retrying won't fix)."""
+
+    def __init__(self, message: str, status: int | None = None, codat_message: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.codat_message = codat_message
+
+
+def auth_header(api_key: str) -> str:
+    """Codat's Authorization value: ``Basic base64(key)``; a ready ``Basic …`` value is kept."""
+    key = api_key.strip()
+    if key.lower().startswith("basic "):
+        return "Basic " + key[6:].strip()
+    return "Basic " + base64.b64encode(key.encode()).decode()
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
+
+
+def codat_message(response: requests.Response) -> str:
+    """The ``error`` text of Codat's error body, or the HTTP reason."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.reason or f"HTTP {response.status_code}"
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return body["error"]
+    return response.reason or f"HTTP {response.status_code}"
+
+
+_gc_lock = threading.Lock()
+_gc_pauses = 0
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic GC while a page is parsed: a 5000-record page is ~400k new containers,
+    and collections triggered halfway through them triple the parse time."""
+    global _gc_pauses  # noqa: PLW0603
+    with _gc_lock:
+        _gc_pauses += 1
+        if _gc_pauses == 1:
+            gc.disable()
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0:
+                gc.enable()
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Codat's published policy: exponential backoff from 0.5 s, factor 1.5, capped at 60 s."""
+
+    max_tries: int = 8
+    initial_wait: float = 0.5
+    factor: float = 1.5
+    max_wait: float = 60.0
+    max_retry_after: float = 300.0
+
+    def backoff(self, attempt: int) -> float:
+        base = min(self.initial_wait * self.factor ** (attempt - 1), self.max_wait)
+        return base * random.uniform(0.8, 1.2)
+
+
+class CodatClient:
+    """One HTTP client for the Codat API: thread-safe, bounded per company, retrying."""
+
+    def __init__(self, base_url: str, api_key: str, *, retry: RetryPolicy | None = None,
+                 timeout: float = 120.0, max_concurrency: int = 1, user_agent: str = "tap-codat-commerce") -> None:
+        self.base_url = base_url.rstrip("/")
+        self.retry = retry or RetryPolicy()
+        self.timeout = timeout
+        self.max_concurrency = max(1, max_concurrency)
+        self._headers = {"Authorization": auth_header(api_key), "Accept": "application/json",
+                         "User-Agent": user_agent}
+        self._local = threading.local()
+        self._company_slots: dict[str, threading.BoundedSemaphore] = {}
+        self._slots_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._waiting = 0  # fetched-ahead results not yet read (bounded by max_concurrency)
+        self._queued: deque[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._stop = threading.Event()  # set (and replaced) when what was started must end
+
+    # --- plumbing ---------------------------------------------------------------------------
+    @property
+    def session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers.update(self._headers)
+            self._local.session = session
+        return session
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="codat")
+        return self._pool
+
+    def cancel_pending(self) -> None:
+        """End everything started so far (the sync that wanted it is over, or failed): queued
+        fetches are dropped, running ones stop at their next retry. The client stays usable."""
+        with self._slots_lock:
+            queued, self._queued = self._queued, deque()
+            stop, self._stop = self._stop, threading.Event()
+            self._waiting = 0
+            pool, self._pool = self._pool, None
+        stop.set()
+        for future, _, _ in queued:
+            future.cancel()
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _slot(self, path: str) -> threading.BoundedSemaphore | None:
+        parts = path.split("/")
+        if len(parts) < 3 or parts[1] != "companies":
+            return None
+        with self._slots_lock:
+            slot = self._company_slots.get(parts[2])
+            if slot is None:
+                slot = self._company_slots[parts[2]] = threading.BoundedSemaphore(CODAT_CONCURRENCY_PER_COMPANY)
+            return slot
+
+    # --- requests ---------------------------------------------------------------------------
+    def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+                json: Any = None) -> requests.Response:
+        """Send one request, retrying 408/429/5xx, timeouts and broken connections.
+
+        Raises AuthError for 401/403, QuotaExhaustedError when Retry-After exceeds the cap,
+        RequestFailedError for any other 4xx or once the retries are spent.
+        """
+        url = self.base_url + path
+        what = f"{method} {path}"
+        slot = self._slot(path)
+        stop = self._stop
+        for attempt in range(1, self.retry.max_tries + 1):
+            wait: float | None = None
+            try:
+                with slot or contextlib.nullcontext():
+                    response = self.session.request(method, url, params=params, json=json, timeout=self.timeout)
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                    requests.exceptions.ContentDecodingError) as exc:
+                problem = f"{type(exc).__name__.replace('Error', ' error').strip()}"
+            else:
+                status = response.status_code
+                if status < 400:
+                    return response
+                if status in (401, 403):
+                    raise AuthError(
+                        f"Codat refused the API key ({status} {codat_message(response)}) on {what}; "
+                        "check api_key") from None
+                if status not in RETRY_STATUSES:
+                    message = codat_message(response)
+                    raise RequestFailedError(f"{what} failed: {status} {message}", status, message)
+                problem = f"{status} {codat_message(response)}"
+                wait = parse_retry_after(response.headers.get("Retry-After"))
+                if wait is not None and wait > self.retry.max_retry_after:
+                    raise QuotaExhaustedError(
+                        f"Codat rate limit on {what}: Retry-After is {wait:.0f} s, over max_retry_after="
+                        f"{self.retry.max_retry_after:.0f} s (daily quota spent?); stopping instead of sleeping")
+            if attempt == self.retry.max_tries:
+                raise RequestFailedError(f"{what} failed after {attempt} tries: {problem}")
+            delay = wait if wait is not None else self.retry.backoff(attempt)
+            logger.warning("%s: %s; retry %d/%d in %.1f s", what, problem, attempt,
+                           self.retry.max_tries - 1, delay)
+            self._pause(delay, stop)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _pause(self, seconds: float, stop: threading.Event) -> None:
+        """Sleep before a retry, unless what asked for the request has been cancelled."""
+        if stop.wait(seconds):
+            raise RequestFailedError("cancelled: the sync that asked for it has ended")
+
+    def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """GET and parse JSON; a truncated or malformed body is retried like a dropped connection."""
+        for attempt in range(1, self.retry.max_tries + 1):
+            stop = self._stop
+            response = self.request("GET", path, params=params)
+            try:
+                with gc_paused():
+                    return orjson.loads(response.content)
+            except orjson.JSONDecodeError:
+                if attempt == self.retry.max_tries:
+                    raise RequestFailedError(f"GET {path} failed after {attempt} tries: the body is not valid JSON") \
+                        from None
+                logger.warning("GET %s: body is not valid JSON; retry %d/%d", path, attempt,
+                               self.retry.max_tries - 1)
+                self._pause(self.retry.backoff(attempt), stop)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def send_json(self, method: str, path: str, body: Any = None) -> Any:
+        """POST/PATCH/PUT/DELETE with a JSON body; returns the parsed answer or None."""
+        response = self.request(method, path, json=body)
+        return orjson.loads(response.content) if response.content else None
+
+    # --- fetching ahead -------------------------------------------------------------------
+    def fetch_ahead(self, fetch: Callable[..., T], *args: Any) -> Future[T] | None:
+        """Queue ``fetch(*args)`` for the pool; it starts once fewer than ``max_concurrency``
+        fetched results wait unread. None when running sequentially."""
+        if self.max_concurrency < 2:
+            return None
+        future: Future[T] = Future()
+        with self._slots_lock:
+            self._queued.append((future, fetch, args))
+        self._launch()
+        return future
+
+    def _launch(self) -> None:
+        while True:
+            with self._slots_lock:
+                if self._waiting >= self.max_concurrency or not self._queued:
+                    return
+                future, fetch, args = self._queued.popleft()
+                if not future.set_running_or_notify_cancel():
+                    continue  # its reader got there first and fetched it itself
+                self._waiting += 1
+            self.pool.submit(_complete, future, fetch, args)
+
+    def collect(self, future: Future[T], fetch: Callable[..., T], *args: Any) -> T:
+        """The result of a :meth:`fetch_ahead`; fetched here and now if it has not started."""
+        if future.cancel():
+            return fetch(*args)
+        try:
+            return future.result()
+        finally:
+            with self._slots_lock:
+                self._waiting -= 1
+            self._launch()
+
+    def discard(self, future: Future[Any]) -> None:
+        """Forget a :meth:`fetch_ahead` whose result will not be read."""
+        with contextlib.suppress(Exception):
+            self.collect(future, lambda: None)
+
+
+def _complete(future: Future[T], fetch: Callable[..., T], args: tuple[Any, ...]) -> None:
+    try:
+        future.set_result(fetch(*args))
+    except BaseException as exc:
+        future.set_exception(exc)
+
+
+def is_loopback(url: str) -> bool:
+    """True for http://localhost, 127.x.x.x and [::1] (the sandbox): plain http is allowed there."""
+    host = (urlsplit(url).hostname or "").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")

@@ -1,0 +1,99 @@
+"""Codat operations the tap and the setup command share: dataStatus, refresh, wait for a sync."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .data_types import COMMERCE_DATA_TYPES, DATA_TYPE_ALIASES, DataTypeStatus
+from .http import CodatClient, CodatError, RequestFailedError
+
+
+class UnknownCompanyError(CodatError):
+    """dataStatus answered 404: no such company."""
+
+
+class UnknownDataTypeError(CodatError):
+    """A data type name that is none of the eleven commerce ones."""
+
+
+def data_status(client: CodatClient, company_id: str) -> list[DataTypeStatus]:
+    """Per commerce data type (in ``COMMERCE_DATA_TYPES`` order): status, last successful
+    sync, and whether it can be read now. Raises UnknownCompanyError on 404."""
+    try:
+        body = client.get_json(f"/companies/{company_id}/dataStatus")
+    except RequestFailedError as exc:
+        if exc.status == 404:
+            raise UnknownCompanyError(f"no company with id {company_id}") from None
+        raise
+    statuses = []
+    for data_type in COMMERCE_DATA_TYPES:
+        entry = body.get(data_type) or {}
+        last = entry.get("lastSuccessfulSync")
+        status = entry.get("currentStatus") or "NeverSynced"
+        statuses.append(DataTypeStatus(data_type, status, last, bool(last) or status == "Complete"))
+    return statuses
+
+
+def refresh(client: CodatClient, company_id: str, data_type: str | None = None,
+            connection_id: str | None = None) -> list[str]:
+    """Queue a sync of one data type (any alias: ``orders``, ``commerce-orders``) or of all
+    enabled ones; returns what was queued. Raises UnknownDataTypeError for other names."""
+    if data_type is None:
+        client.request("POST", f"/companies/{company_id}/data/all")
+        return ["all enabled data types"]
+    resolved = DATA_TYPE_ALIASES.get(data_type.lower())
+    if resolved is None:
+        raise UnknownDataTypeError(
+            f"unknown commerce data type {data_type!r}; one of: {', '.join(COMMERCE_DATA_TYPES)}")
+    params = {"connectionId": connection_id} if connection_id else None
+    client.request("POST", f"/companies/{company_id}/data/queue/{resolved}", params=params)
+    return [resolved]
+
+
+def enabled_data_types(client: CodatClient, company_id: str) -> set[str]:
+    """The commerce data types the company's sync settings fetch."""
+    settings = client.get_json(f"/companies/{company_id}/syncSettings").get("settings") or []
+    return {s["dataType"] for s in settings if s.get("fetchOnFirstLink") and s.get("dataType") in COMMERCE_DATA_TYPES}
+
+
+@dataclass
+class WaitResult:
+    """How :func:`wait_for_sync` ended: the last statuses, and ``waited_s`` seconds."""
+
+    statuses: list[DataTypeStatus]
+    timed_out: bool
+    waited_s: float
+    watched: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[str]:
+        return [s.data_type for s in self.statuses if s.failed and s.data_type in self.watched]
+
+    @property
+    def pending(self) -> list[str]:
+        return [s.data_type for s in self.statuses if not s.done and s.data_type in self.watched]
+
+    @property
+    def ok(self) -> bool:
+        return not self.timed_out and not self.failed
+
+
+def wait_for_sync(client: CodatClient, company_id: str, *, timeout: float = 600, interval: float = 2,
+                  on_progress: Callable[[list[DataTypeStatus]], None] | None = None) -> WaitResult:
+    """Poll dataStatus every ``interval`` seconds until every enabled commerce data type is
+    Complete, NotSupported or failed, or ``timeout`` seconds have passed."""
+    watched = sorted(enabled_data_types(client, company_id)) or list(COMMERCE_DATA_TYPES)
+    started = time.monotonic()
+    while True:
+        statuses = data_status(client, company_id)
+        if on_progress:
+            on_progress(statuses)
+        relevant = [s for s in statuses if s.data_type in watched]
+        waited = time.monotonic() - started
+        if all(s.done for s in relevant):
+            return WaitResult(statuses, False, waited, watched)
+        if waited >= timeout:
+            return WaitResult(statuses, True, waited, watched)
+        time.sleep(min(interval, max(timeout - waited, 0.05)))
