@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from functools import cached_property
 from typing import Any
@@ -16,6 +17,17 @@ from .output import OrjsonWriter
 from .readiness import Readiness
 from .settings import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY, DEFAULT_PAGE_SIZE, settings_errors
 from .streams import CommerceStream, CompaniesStream, ConnectionsStream
+
+
+class _NullBookmarkNotice(logging.Filter):
+    """The SDK logs "New replication value is null" for every record without a modifiedDate;
+    the streams warn once per connection and data type instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "New replication value is null"
+
+
+logging.getLogger("singer_sdk").addFilter(_NullBookmarkNotice())
 
 
 class TapCodatCommerce(Tap):

@@ -79,6 +79,14 @@ class Api:
         response.raise_for_status()
         return response.json()
 
+    def set_records(self, company_id: str, connection_id: str, data_type: str, records: list[dict[str, Any]],
+                    *, ordered: bool = True) -> None:
+        """Serve exactly ``records`` for one data type of one connection (see LiteralCollection)."""
+        response = requests.post(self.base + "/_sandbox/records", timeout=10, json={
+            "companyId": company_id, "connectionId": connection_id, "dataType": data_type,
+            "records": records, "ordered": ordered})
+        response.raise_for_status()
+
     def requests_log(self) -> dict[str, Any]:
         return requests.get(self.base + "/_sandbox/requests", timeout=10).json()
 
@@ -153,10 +161,12 @@ def parse_messages(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
-def run_tap(config: dict[str, Any], state: dict[str, Any] | None = None) -> TapRun:
+def run_tap(config: dict[str, Any], state: dict[str, Any] | None = None,
+            catalog: dict[str, Any] | None = None) -> TapRun:
     """Run a full sync in-process and collect its Singer messages."""
     buffer = io.StringIO()
-    tap = TapCodatCommerce(config=config, state=copy.deepcopy(state))  # the SDK updates it in place
+    tap = TapCodatCommerce(config=config, state=copy.deepcopy(state),  # the SDK updates state in place
+                           catalog=copy.deepcopy(catalog))
     with contextlib.redirect_stdout(buffer):
         tap.sync_all()
     return TapRun(parse_messages(buffer.getvalue()))

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from itertools import pairwise
 from typing import Any
 
 from .dates import canonical, next_second, query_second, second_of
@@ -167,6 +168,7 @@ class Cursor:
     full_read: bool = False  # began without a query: records without modifiedDate are read too
     nulls_first: bool = False  # the server lists null modifiedDates first (seen on page 1)
     nulls_pass: bool = False  # the closing pass for null modifiedDates (servers listing them last)
+    by_page: bool = False  # the server's order broke: read the rest of this query by page number
 
 
 @dataclass
@@ -261,18 +263,24 @@ class KeysetStream:
 
     def _keyset_step(self, cursor: Cursor, page: Page, keyed: list[tuple[str | None, dict[str, Any]]]) -> Step:
         emitted = self._emit(cursor, keyed)
-        seconds = [second_of(key) for key, _ in keyed if key is not None]
-        top = max(seconds, default=None)
+        keys = [key for key, _ in keyed if key is not None]
+        top = second_of(max(keys)) if keys else None
+        notes = []
         if cursor.full_read and cursor.page == 1 and cursor.lower is None and keyed:
             cursor = replace(cursor, nulls_first=keyed[0][0] is None)
+        if not cursor.by_page and any(earlier > later for earlier, later in pairwise(keys)):
+            # A page out of modifiedDate order: its last record says nothing of what follows,
+            # so moving the cursor could pass records; read on by page number instead.
+            cursor = replace(cursor, by_page=True)
+            notes.append(f"page {cursor.page} is not in modifiedDate order; reading on by page number")
         if not page.more:
             if cursor.full_read and not cursor.nulls_first and not (cursor.lower is None and cursor.page == 1):
-                return self._step(emitted, Cursor(None, full_read=True, nulls_pass=True))
-            return self._step(emitted, None)
-        if top is None or (cursor.lower is not None and top < cursor.lower):
+                return self._step(emitted, Cursor(None, full_read=True, nulls_pass=True), notes)
+            return self._step(emitted, None, notes)
+        if cursor.by_page or top is None or (cursor.lower is not None and top < cursor.lower):
             # Nothing to move the cursor by (null modifiedDates listed first, or a server that
             # answered records older than asked): read on by page number.
-            return self._step(emitted, replace(cursor, page=cursor.page + 1))
+            return self._step(emitted, replace(cursor, page=cursor.page + 1), notes)
         if cursor.lower is not None and top == cursor.lower:
             # The whole page is one second, and more follow: read that second by page number.
             seen = cursor.seen | {str(r.get("id")) for k, r in keyed if k is not None and second_of(k) == top}

@@ -118,8 +118,8 @@ def query_list(items: list[dict[str, Any]], params: dict[str, str], path: str,
     if order_by and ordered:
         field = order_by.lstrip("-")
         descending = order_by.startswith("-")
-        # reversed, nulls keep their end: first ascending (SQL Server) means last descending
-        items = sorted(items, key=_sort_key(field, nulls_first != descending), reverse=descending)
+        # reversing mirrors the nulls too: first ascending (SQL Server's order) is last descending
+        items = sorted(items, key=_sort_key(field, nulls_first), reverse=descending)
     start = (page - 1) * size
     return envelope(items[start:start + size], page, size, len(items), path=path, params=params)
 
@@ -397,11 +397,11 @@ class Api:
                               nulls_first=settings.nulls_first, ordered=literal.ordered)
             position = {id(r): i for i, r in enumerate(literal.records)}
             served = [position[id(r)] for r in body["results"]]
-            self.world.after_data_page(literal, served)
+            self.world.after_data_page(where, literal, served)
             body["results"] = [dict(r) for r in body["results"]]
         else:
             body, indices = collection_page(collection, params, where, settings.page_size_cap)
-            self.world.after_data_page(collection, indices)
+            self.world.after_data_page(where, collection, indices)
         body["results"] = drifted(body["results"], settings.drift)
         return Response(200, body)
 
@@ -674,7 +674,8 @@ class SandboxApp:
         if path == "/_sandbox/faults" and method == "POST":
             for name in ("latency_ms", "error_rate", "drop_rate", "truncate_rate", "concurrency_limit",
                          "rate_limit_per_minute", "daily_quota", "retry_after", "drift", "change_every",
-                         "page_size_cap", "nulls_first", "restamp_every", "restamp_count", "restamp_times"):
+                         "page_size_cap", "nulls_first", "restamp_every", "restamp_count", "restamp_times",
+                         "restamp_path"):
                 if name in body:
                     setattr(self.settings, name, type(getattr(self.settings, name))(body[name]))
             if "script" in body:

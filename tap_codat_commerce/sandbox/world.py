@@ -52,6 +52,7 @@ class Settings:
     restamp_every: int = 0  # after every Nth commerce data page served, re-stamp records of it
     restamp_count: int = 1  # ... this many (the page's first), to a new later modifiedDate
     restamp_times: int = 0  # ... at most this many times (0: no limit)
+    restamp_path: str = ""  # ... counting only pages whose path contains this (e.g. commerce-orders)
 
     @property
     def key(self) -> str:
@@ -194,6 +195,7 @@ class World:
         self.companies: dict[str, Company] = {}
         self.data_pages = 0  # commerce data list pages served
         self.restamps = 0
+        self.restamp_pages = 0
         self.advance_after: tuple[int, dict[str, Any]] | None = None  # (page count, advance arguments)
         self._seed_companies()
 
@@ -301,7 +303,7 @@ class World:
                                     f"{company.id} as previous sync {latest.id} is still in progress")
         return [self._queue(c, data_type, at=time.time(), delay=self.settings.sync_delay) for c in targets]
 
-    def after_data_page(self, collection: Collection | LiteralCollection, served: list[int]) -> None:
+    def after_data_page(self, path: str, collection: Collection | LiteralCollection, served: list[int]) -> None:
         """A commerce data page was answered: Codat may re-stamp records while they are read.
 
         With ``restamp_every`` N, every Nth page moves its first ``restamp_count`` records to a
@@ -309,13 +311,19 @@ class World:
         a page-number read shifts up; a scripted ``advance_after`` changes data mid-read.
         """
         self.data_pages += 1
+        self._advance_if_due()
         s = self.settings
-        if (s.restamp_every > 0 and self.data_pages % s.restamp_every == 0
+        if s.restamp_path and s.restamp_path not in path:
+            return
+        self.restamp_pages += 1
+        if (s.restamp_every > 0 and self.restamp_pages % s.restamp_every == 0
                 and (s.restamp_times <= 0 or self.restamps < s.restamp_times)):
             self.restamps += 1
             for index in served[: s.restamp_count]:
                 self.clock += 1
                 collection.update(index, self.clock)
+
+    def _advance_if_due(self) -> None:
         if self.advance_after is not None and self.data_pages >= self.advance_after[0]:
             arguments, self.advance_after = self.advance_after[1], None
             self.advance(**arguments)
