@@ -2,6 +2,9 @@
 
     python benchmarks/soak.py --minutes 30
 
+The data changes every 5 s (updates and inserts) and, mid-read, every 3rd commerce page served
+moves its first 2 records to a new, later modifiedDate (Codat re-stamping while a tap pages).
+
 Every run starts from the previous run's final STATE, as an orchestrator would. At the end the
 changes stop, one last run catches up, and every record the sandbox holds must have been emitted
 in its final version (nothing lost). Peak RSS of every run is recorded (memory flat).
@@ -22,6 +25,7 @@ from typing import Any
 import requests
 
 from tap_codat_commerce.codat.data_types import COMMERCE_ENDPOINTS
+from tap_codat_commerce.codat.dates import canonical
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import ROOT, TAP, sandbox
@@ -53,11 +57,13 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=30)
     parser.add_argument("--companies", type=int, default=5)
     parser.add_argument("--orders", type=int, default=2000)
+    parser.add_argument("--restamp-every", type=int, default=3, help="re-stamp records every Nth page (0: off)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "soak.json")
     args = parser.parse_args()
     flags = ["--seed", "7", "--companies", str(args.companies), "--orders", str(args.orders),
              "--change-every", "5", "--error-rate", "0.05", "--drop-rate", "0.02",
-             "--truncate-rate", "0.02", "--concurrency-limit", "10"]
+             "--truncate-rate", "0.02", "--concurrency-limit", "10",
+             "--restamp-every", str(args.restamp_every), "--restamp-count", "2"]
     latest: dict[tuple[str, str, str, str], str] = {}
     runs: list[dict[str, Any]] = []
     state = None
@@ -69,7 +75,7 @@ def main() -> int:
         final = False
         while True:
             if not final and time.monotonic() - started >= args.minutes * 60:
-                requests.post(base_url + "/_sandbox/faults", json={"change_every": 0}, timeout=10)
+                requests.post(base_url + "/_sandbox/faults", json={"change_every": 0, "restamp_every": 0}, timeout=10)
                 time.sleep(1)
                 final = True
             run_started = time.monotonic()
@@ -103,7 +109,7 @@ def main() -> int:
                 for row in rows:
                     held += 1
                     seen = latest.get((streams[data_type], company, connection, row["id"]))
-                    if seen is None or seen < row["modifiedDate"]:
+                    if seen is None or seen < (canonical(row["modifiedDate"]) or ""):
                         lost += 1
     rss = [r["peak_rss_mb"] for r in runs]
     summary = {"minutes": round((time.monotonic() - started) / 60, 1), "runs": len(runs),
