@@ -16,6 +16,7 @@ from singer_sdk.schema.source import SchemaDirectory, StreamSchema
 
 from .codat.http import MAX_PAGE_SIZE, CodatClient, CodatError
 from .readiness import Readiness
+from .state import IndexedStateManager
 
 
 def _schema_dir() -> Path:
@@ -41,6 +42,16 @@ class CodatStream(Stream):
         super().__init__(tap, name=name)
         self._owner = tap
         self._prefetched: dict[tuple[Any, ...], Any] = {}
+
+    @property
+    def state_manager(self) -> IndexedStateManager:
+        """The SDK's state manager, with partitions found through an index (see state.py)."""
+        if self._state_manager is None:
+            self._state_manager = IndexedStateManager(
+                tap_name=self.tap_name, stream_name=self.name, tap_state=self._tap_state,
+                state_partitioning_keys=self.state_partitioning_keys, is_sorted=self.is_sorted,
+                check_sorted=self.check_sorted)
+        return self._state_manager  # type: ignore[return-value]
 
     @property
     def client(self) -> CodatClient:

@@ -24,16 +24,29 @@ def _default(value: Any) -> Any:
 
 
 class OrjsonWriter(GenericSingerWriter[bytes, Message]):
+    """Singer messages as orjson lines on stdout."""
+
     def serialize_message(self, message: Message) -> bytes:
+        if message.type == SingerMessageType.STATE:
+            return self.state_line(message.value)  # type: ignore[attr-defined]
         return orjson.dumps(message.to_dict(), default=_default, option=orjson.OPT_APPEND_NEWLINE)
 
+    @staticmethod
+    def state_line(state: Any) -> bytes:
+        """A STATE line, serialised straight from the state (``to_dict`` would deep-copy it)."""
+        return orjson.dumps({"type": "STATE", "value": state}, default=_default, option=orjson.OPT_APPEND_NEWLINE)
+
     def write_message(self, message: Message) -> None:
-        line = self.format_message(message)
+        self.write_line(self.format_message(message), flush=message.type != SingerMessageType.RECORD)
+
+    @staticmethod
+    def write_line(line: bytes, *, flush: bool) -> None:
+        """Write one serialised message; ``flush`` pushes it (and every line before it) out now."""
         out = sys.stdout
         binary = getattr(out, "buffer", None)
         if binary is None:  # a text-only stream (tests capture into StringIO)
             out.write(line.decode())
         else:
             binary.write(line)
-        if message.type != SingerMessageType.RECORD:
+        if flush:
             out.flush()

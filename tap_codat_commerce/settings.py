@@ -43,6 +43,9 @@ def settings_errors(config: Mapping[str, Any]) -> list[str]:
         errors.append(f"shard_count: {shard_count!r} is not a positive whole number")
     elif not isinstance(shard_index, int) or not 0 <= shard_index < shard_count:
         errors.append(f"shard_index: {shard_index!r} is not between 0 and shard_count - 1 ({shard_count - 1})")
+    interval = config.get("state_interval", 0)
+    if not isinstance(interval, int | float) or isinstance(interval, bool) or interval < 0:
+        errors.append(f"state_interval: {interval!r} is not a number of seconds (0 or more)")
     for company_id in config.get("company_ids") or []:
         try:
             uuid.UUID(str(company_id))

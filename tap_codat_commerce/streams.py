@@ -21,6 +21,7 @@ from .codat.operations import refresh, wait_for_sync
 from .codat.paging import KeysetStream, PageStream, records_of
 from .normalise import build_normaliser
 from .readiness import Skipped
+from .state import IntervalStateWriter
 
 
 class RecordError(CodatError):
@@ -62,12 +63,17 @@ class CompaniesStream(CodatStream):
         # The root of the sync: its children run inline, so when this generator ends (or is
         # closed by a failure below it) the whole sync is over.
         self.readiness.forget_all()
+        writer = self._owner.state_writer
+        assert isinstance(writer, IntervalStateWriter)
+        writer.restart()
         try:
             yield from self._companies_with_lookahead()
         finally:
             self.client.cancel_pending()  # nothing fetched ahead outlives the sync
             for stream in self._descendants():
                 stream.forget_prefetched()
+            writer.flush(self.tap_state)  # what every record emitted so far has earned
+            writer.every_call = True  # and the SDK's final STATE after this
 
     def _companies_with_lookahead(self) -> Iterable[dict[str, Any]]:
         shard_count = int(self.config.get("shard_count", 1))
