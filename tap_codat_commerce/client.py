@@ -62,6 +62,11 @@ class CodatStream(Stream):
     def readiness(self) -> Readiness:
         return self._owner.readiness  # type: ignore[attr-defined, no-any-return]
 
+    def priority(self, context: Context | None) -> tuple[int, ...]:
+        """Fetch-ahead priority: the company's place in this sync (earlier companies first)."""
+        ranks: dict[str, int] = self._owner.company_rank  # type: ignore[attr-defined]
+        return (ranks.get(context["companyId"], 0),) if context else ()
+
     @property
     def page_size(self) -> int:
         return int(self.config.get("page_size", MAX_PAGE_SIZE))

@@ -38,9 +38,10 @@ class Readiness:
         except (RequestFailedError, UnknownCompanyError):
             return None  # not known: read, and let 404/409 answer
 
-    def prefetch(self, company_id: str) -> None:
+    def prefetch(self, company_id: str, priority: tuple[int, ...] = ()) -> None:
         if self.enabled and company_id not in self._pending and company_id not in self._known:
-            self._pending[company_id] = self.client.fetch_ahead(self._load, company_id)
+            self._pending[company_id] = self.client.fetch_ahead(self._load, company_id, priority=priority,
+                                                                heavy=False)
 
     def available(self, company_id: str) -> bool:
         """Known already, or arrived: asking now would not wait."""
@@ -68,6 +69,7 @@ class Readiness:
             self.client.discard(future)
 
     def skip(self, company_id: str, data_type: str) -> Skipped | None:
+        """Why ``data_type`` will not be read for the company (from dataStatus), or None."""
         status = (self.statuses(company_id) or {}).get(data_type)
         if status is None or status.readable:
             return None

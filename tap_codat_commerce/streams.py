@@ -79,13 +79,17 @@ class CompaniesStream(CodatStream):
         shard_count = int(self.config.get("shard_count", 1))
         shard_index = int(self.config.get("shard_index", 0))
         mine = [c for c in self._companies() if shard_of(c["id"], shard_count) == shard_index]
+        ranks = self._owner.company_rank  # type: ignore[attr-defined]
+        ranks.clear()
+        ranks.update((company["id"], position) for position, company in enumerate(mine))
         connections = next(s for s in self.child_streams if isinstance(s, ConnectionsStream))
-        # Look a little ahead only: waiting connection lists hold fetch slots that the
-        # current connection's data types need more.
-        lookahead = 1 + self.client.max_concurrency // 4
+        # The next companies' dataStatus, connection lists and first data pages are fetched
+        # while this one is emitted; earlier companies' fetches always go first (priority),
+        # and the client bounds pages of records waiting unread.
+        lookahead = 2 * self.client.max_concurrency
         for position, company in enumerate(mine):
             for upcoming in mine[position:position + lookahead]:
-                self.readiness.prefetch(upcoming["id"])
+                self.readiness.prefetch(upcoming["id"], (ranks[upcoming["id"]],))
                 connections.prefetch({"companyId": upcoming["id"]})
                 connections.prefetch_children_if_listed({"companyId": upcoming["id"]})
             yield company
@@ -113,7 +117,8 @@ class ConnectionsStream(CodatStream):
 
     def open(self, context: Context | None) -> PageStream:
         assert context is not None
-        return PageStream(self.client, f"/companies/{context['companyId']}/connections", page_size=self.page_size)
+        return PageStream(self.client, f"/companies/{context['companyId']}/connections", page_size=self.page_size,
+                          priority=self.priority(context))
 
     def prefetch_children_if_listed(self, context: Context) -> None:
         """If a company's connection list has arrived, queue its data types' first pages too,
@@ -130,6 +135,9 @@ class ConnectionsStream(CodatStream):
                 self.prefetch_children(child)
 
     def prefetch_children(self, child: Context) -> None:
+        """Open the connection's data types now, once dataStatus has said which to read."""
+        if not self.readiness.available(child["companyId"]):
+            return  # not known yet: the data types open (after dataStatus) when they are read
         for stream in self.child_streams:
             if isinstance(stream, CodatStream):
                 stream.prefetch(child)
@@ -210,9 +218,10 @@ class CommerceStream(CodatStream):
         if skipped is not None:
             return skipped
         if self.endpoint.single_object:
-            return self.client.fetch_ahead(self.client.get_json, self._path(context))
+            return self.client.fetch_ahead(self.client.get_json, self._path(context),
+                                           priority=self.priority(context), heavy=False)
         return KeysetStream(self.client, self._path(context), start=self.resume_from(context),
-                            page_size=self.page_size)
+                            page_size=self.page_size, priority=self.priority(context))
 
     def resume_from(self, context: Context) -> datetime | None:
         """Where ``context`` starts, by the SDK's own rules (see ``write_starting_replication_value``):
@@ -238,12 +247,12 @@ class CommerceStream(CodatStream):
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         assert context is not None
         company_id, connection_id = context["companyId"], context["connectionId"]
-        source = self.opened(context)
-        if isinstance(source, Skipped):
-            self.logger.log(logging.INFO if source.routine else logging.WARNING, "Skipping %s for company %s "
-                            "connection %s: %s", self.name, company_id, connection_id, source.reason)
-            return
         with self.failure_context(company_id, connection_id):
+            source = self.opened(context)
+            if isinstance(source, Skipped):
+                self.logger.log(logging.INFO if source.routine else logging.WARNING, "Skipping %s for company %s "
+                                "connection %s: %s", self.name, company_id, connection_id, source.reason)
+                return
             try:
                 if isinstance(source, KeysetStream):
                     for records in source:

@@ -80,6 +80,7 @@ class TapCodatCommerce(Tap):
     ).to_dict()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.company_rank: dict[str, int] = {}  # company id → its place in the sync (fetch-ahead priority)
         super().__init__(*args, **kwargs)
         if kwargs.get("validate_config", True):
             self.check_settings()

@@ -9,14 +9,15 @@ from __future__ import annotations
 import base64
 import contextlib
 import gc
+import heapq
+import itertools
 import logging
 import random
 import threading
-from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -143,8 +144,10 @@ class CodatClient:
         self._company_slots: dict[str, threading.BoundedSemaphore] = {}
         self._slots_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
-        self._waiting = 0  # fetched-ahead results not yet read (bounded by max_concurrency)
-        self._queued: deque[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._running = 0  # fetches in the pool now (at most max_concurrency)
+        self._heavy_unread: set[Future[Any]] = set()  # record pages started and not yet read
+        self._queued: list[_Queued] = []  # a heap: earliest priority first, then first queued
+        self._sequence = itertools.count()
         self._stop = threading.Event()  # set (and replaced) when what was started must end
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -167,13 +170,14 @@ class CodatClient:
         """End everything started so far (the sync that wanted it is over, or failed): queued
         fetches are dropped, running ones stop at their next retry. The client stays usable."""
         with self._slots_lock:
-            queued, self._queued = self._queued, deque()
+            queued, self._queued = self._queued, []
             stop, self._stop = self._stop, threading.Event()
-            self._waiting = 0
+            self._running = 0
+            self._heavy_unread = set()
             pool, self._pool = self._pool, None
         stop.set()
-        for future, _, _ in queued:
-            future.cancel()
+        for item in queued:
+            item.future.cancel()
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
 
@@ -260,27 +264,55 @@ class CodatClient:
         return orjson.loads(response.content) if response.content else None
 
     # --- fetching ahead -------------------------------------------------------------------
-    def fetch_ahead(self, fetch: Callable[..., T], *args: Any) -> Future[T] | None:
-        """Queue ``fetch(*args)`` for the pool; it starts once fewer than ``max_concurrency``
-        fetched results wait unread. None when running sequentially."""
+    def fetch_ahead(self, fetch: Callable[..., T], *args: Any, priority: tuple[Any, ...] = (),
+                    heavy: bool = True) -> Future[T] | None:
+        """Queue ``fetch(*args)`` for the pool (None when running sequentially).
+
+        At most ``max_concurrency`` fetches run at once, lowest ``priority`` first (the tap
+        passes a company's place in the sync, so the company being emitted comes first).
+        ``heavy`` fetches (pages of records) start only while fewer than ``max_concurrency``
+        of them wait unread, which bounds memory at ``max_concurrency`` pages; light ones
+        (connection lists, dataStatus) are not counted.
+        """
         if self.max_concurrency < 2:
             return None
         future: Future[T] = Future()
         with self._slots_lock:
-            self._queued.append((future, fetch, args))
+            heapq.heappush(self._queued, _Queued(priority, next(self._sequence), future, fetch, args, heavy))
         self._launch()
         return future
 
     def _launch(self) -> None:
-        while True:
-            with self._slots_lock:
-                if self._waiting >= self.max_concurrency or not self._queued:
-                    return
-                future, fetch, args = self._queued.popleft()
-                if not future.set_running_or_notify_cancel():
+        started: list[_Queued] = []
+        with self._slots_lock:
+            held: list[_Queued] = []
+            while self._queued and self._running < self.max_concurrency:
+                item = heapq.heappop(self._queued)
+                if item.heavy and len(self._heavy_unread) >= self.max_concurrency:
+                    held.append(item)  # no room for another page of records: light work may go first
+                    continue
+                if not item.future.set_running_or_notify_cancel():
                     continue  # its reader got there first and fetched it itself
-                self._waiting += 1
-            self.pool.submit(_complete, future, fetch, args)
+                self._running += 1
+                if item.heavy:
+                    self._heavy_unread.add(item.future)
+                started.append(item)
+            for item in held:
+                heapq.heappush(self._queued, item)
+            pool = self.pool if started else None
+        for item in started:
+            assert pool is not None
+            pool.submit(self._complete, item)
+
+    def _complete(self, item: _Queued) -> None:
+        try:
+            item.future.set_result(item.fetch(*item.args))
+        except BaseException as exc:
+            item.future.set_exception(exc)
+        finally:
+            with self._slots_lock:
+                self._running = max(self._running - 1, 0)
+            self._launch()
 
     def collect(self, future: Future[T], fetch: Callable[..., T], *args: Any) -> T:
         """The result of a :meth:`fetch_ahead`; fetched here and now if it has not started."""
@@ -290,7 +322,7 @@ class CodatClient:
             return future.result()
         finally:
             with self._slots_lock:
-                self._waiting -= 1
+                self._heavy_unread.discard(future)
             self._launch()
 
     def discard(self, future: Future[Any]) -> None:
@@ -299,11 +331,14 @@ class CodatClient:
             self.collect(future, lambda: None)
 
 
-def _complete(future: Future[T], fetch: Callable[..., T], args: tuple[Any, ...]) -> None:
-    try:
-        future.set_result(fetch(*args))
-    except BaseException as exc:
-        future.set_exception(exc)
+@dataclass(order=True)
+class _Queued:
+    priority: tuple[Any, ...]
+    sequence: int
+    future: Future[Any] = field(compare=False)
+    fetch: Callable[..., Any] = field(compare=False)
+    args: tuple[Any, ...] = field(compare=False)
+    heavy: bool = field(compare=False)
 
 
 def is_loopback(url: str) -> bool:

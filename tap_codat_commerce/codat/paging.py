@@ -96,12 +96,13 @@ class PageStream:
     """
 
     def __init__(self, client: CodatClient, path: str, params: dict[str, Any] | None = None, *,
-                 page_size: int = 100, ahead: int = 0) -> None:
+                 page_size: int = 100, ahead: int = 0, priority: tuple[Any, ...] = ()) -> None:
         self.client = client
         self.path = path
         self.params = dict(params or {})
         self.page_size = page_size
         self.ahead = ahead
+        self.priority = priority
         self._futures: dict[int, Future[Page]] = {}
         self._schedule(1)
 
@@ -110,7 +111,7 @@ class PageStream:
 
     def _schedule(self, number: int) -> None:
         if number not in self._futures:
-            future = self.client.fetch_ahead(self._fetch, number)
+            future = self.client.fetch_ahead(self._fetch, number, priority=self.priority, heavy=False)
             if future is not None:
                 self._futures[number] = future
 
@@ -199,13 +200,15 @@ class KeysetStream:
     ``MAX_SECOND_PASSES`` passes, and the client's errors for failed requests.
     """
 
-    def __init__(self, client: CodatClient, path: str, *, start: datetime | None, page_size: int) -> None:
+    def __init__(self, client: CodatClient, path: str, *, start: datetime | None, page_size: int,
+                 priority: tuple[Any, ...] = ()) -> None:
         self.client = client
         self.path = path
         self.page_size = page_size
+        self.priority = priority
         lower = None if start is None else query_second(start)[:19]
         self._first = Cursor(lower, full_read=lower is None)
-        self._future: Future[Step] | None = client.fetch_ahead(self.step, self._first)
+        self._future: Future[Step] | None = client.fetch_ahead(self.step, self._first, priority=priority)
 
     def close(self) -> None:
         if self._future is not None:
@@ -220,7 +223,7 @@ class KeysetStream:
                 step = self.step(cursor) if future is None else self.client.collect(future, self.step, cursor)
                 cursor = step.next
                 if cursor is not None:
-                    self._future = self.client.fetch_ahead(self.step, cursor)
+                    self._future = self.client.fetch_ahead(self.step, cursor, priority=self.priority)
                 for note in step.notes:
                     logger.info("%s: %s", self.path, note)
                 if step.records:
