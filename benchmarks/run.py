@@ -12,7 +12,12 @@
     --latency-ms injected latency (Codat's 10-per-company limit on) → wall time with the
     default concurrency and with concurrency 1; their ratio, peak requests in flight per
     company and the 429s met.
-(c) peak RSS of the tap on (a)'s shape with --big-orders orders, and with --orders.
+(b2) many small shops: --connections companies x 20 orders, --latency-ms, orders only → the tap
+    at its defaults, at max_concurrency=1, and the thread-pool contender (dlt's rest_api source,
+    parallelized, 16 workers, see contender_dlt.py; installed in benchmarks/.venv-dlt on first
+    use, never a dependency of the tap), each as a whole process, wall seconds.
+(c) peak RSS of the tap reading every stream of 3 companies with --big-orders orders each, at
+    the defaults and at the largest page size and concurrency (5000, 64).
 
 Everything runs on loopback; the sandbox is its own process, on the other core.
 Prints a table and writes the results as JSON (--out).
@@ -179,17 +184,57 @@ def latency_bound(directory: Path, catalog: Path, connections: int, latency_ms: 
     return results
 
 
-def memory(directory: Path, catalog: Path, big_orders: int) -> dict[str, Any]:
-    with sandbox("--companies", "1", "--orders", str(big_orders)) as (base_url, api_key):
-        elapsed, rss = run_tap(write_config(directory, base_url, api_key), catalog)
-    return {"orders": big_orders, "peak_rss_mb": rss, "seconds": round(elapsed, 1),
-            "per_s": round(big_orders / elapsed)}
+CONTENDER_VENV = ROOT / "benchmarks" / ".venv-dlt"
+
+
+def contender_python() -> Path:
+    python = CONTENDER_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(CONTENDER_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "dlt==1.31.0"], check=True)
+    return python
+
+
+def many_small_shops(directory: Path, catalog: Path, companies: int, latency_ms: int) -> dict[str, Any]:
+    results: dict[str, Any] = {"companies": companies, "latency_ms": latency_ms}
+    contender = contender_python()
+    with sandbox("--companies", str(companies), "--orders", "20", "--latency-ms", str(latency_ms),
+                 "--concurrency-limit", "10") as (base_url, api_key):
+        control = session(api_key)
+        for label, extra in (("default", {}), ("concurrency_1", {"max_concurrency": 1})):
+            control.delete(base_url + "/_sandbox/requests")
+            elapsed, _ = run_tap(write_config(directory, base_url, api_key, **extra), catalog)
+            log = control.get(base_url + "/_sandbox/requests").json()
+            results[label] = {"seconds": round(elapsed, 2), "requests": len(log["requests"]),
+                              "max_in_flight_per_company": max(log["maxInFlight"].values()), "429s": log["throttled"]}
+        control.delete(base_url + "/_sandbox/requests")
+        started = time.perf_counter()
+        done = subprocess.run([str(contender), str(ROOT / "benchmarks" / "contender_dlt.py"), base_url, api_key, "16"],
+                              capture_output=True, text=True, check=True)
+        log = control.get(base_url + "/_sandbox/requests").json()
+        results["dlt_16_workers"] = {"seconds": round(time.perf_counter() - started, 2),
+                                     "extract_seconds": round(float(done.stdout.split()[0]), 2),
+                                     "orders": int(done.stdout.split()[1]), "requests": len(log["requests"])}
+    results["vs_concurrency_1"] = round(results["concurrency_1"]["seconds"] / results["default"]["seconds"], 2)
+    results["vs_dlt"] = round(results["dlt_16_workers"]["seconds"] / results["default"]["seconds"], 2)
+    return results
+
+
+def memory(directory: Path, big_orders: int) -> dict[str, Any]:
+    full_catalog = directory / "full-catalog.json"
+    full_catalog.write_text(subprocess.run([TAP, "--discover"], capture_output=True, text=True, check=True).stdout)
+    results: dict[str, Any] = {"companies": 3, "orders": big_orders}
+    with sandbox("--companies", "3", "--orders", str(big_orders)) as (base_url, api_key):
+        for label, extra in (("default", {}), ("page_5000_concurrency_64", {"page_size": 5000, "max_concurrency": 64})):
+            elapsed, rss = run_tap(write_config(directory, base_url, api_key, **extra), full_catalog)
+            results[label] = {"peak_rss_mb": rss, "seconds": round(elapsed, 1)}
+    return results
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=200_000)
-    parser.add_argument("--big-orders", type=int, default=1_000_000)
+    parser.add_argument("--big-orders", type=int, default=100_000, help="(c): orders per company, 3 companies")
     parser.add_argument("--connections", type=int, default=100)
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--page-size", type=int, default=2000, help="(a): the tap's, the floor's and the server's")
@@ -205,8 +250,9 @@ def main() -> int:
             results["a_cpu_bound"] = cpu_bound(directory, catalog, args.orders, args.page_size)
         if "b" not in args.skip:
             results["b_latency_bound"] = latency_bound(directory, catalog, args.connections, args.latency_ms)
+            results["b2_many_small_shops"] = many_small_shops(directory, catalog, args.connections, args.latency_ms)
         if "c" not in args.skip:
-            results["c_memory"] = memory(directory, catalog, args.big_orders)
+            results["c_memory"] = memory(directory, args.big_orders)
     print_table(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
@@ -233,11 +279,21 @@ def print_table(results: dict[str, Any]) -> None:
             ("(b) peak in flight per company", str(b["default"]["max_in_flight_per_company"]), "limit 10"),
             ("(b) 429s met (default run)", str(b["default"]["429s"]), "honoured"),
         ]
+    if b2 := results.get("b2_many_small_shops"):
+        rows += [
+            (f"(b2) {b2['companies']} shops x 20 orders, {b2['latency_ms']} ms, orders only: tap",
+             f"{b2['default']['seconds']} s", f"{b2['vs_concurrency_1']}x faster than max_concurrency=1"),
+            ("(b2) dlt rest_api, parallelized, 16 workers (whole process)", f"{b2['dlt_16_workers']['seconds']} s",
+             f"{b2['vs_dlt']}x the tap's time (goal > 1); extract alone "
+             f"{b2['dlt_16_workers']['extract_seconds']} s"),
+            ("(b2) tap peak in flight per company / 429s",
+             f"{b2['default']['max_in_flight_per_company']} / {b2['default']['429s']}", "limit 10"),
+        ]
     if c := results.get("c_memory"):
-        small = results.get("a_cpu_bound", {}).get("tap_peak_rss_mb")
-        rows += [(f"(c) peak RSS, {c['orders']:,} orders", f"{c['peak_rss_mb']} MB", "goal < 300 MB")]
-        if small:
-            rows += [(f"(c) peak RSS, {results['a_cpu_bound']['orders']:,} orders", f"{small} MB", "")]
+        shape = f"3 x {c['orders']:,} orders, all streams"
+        rows += [(f"(c) peak RSS, {shape}, defaults", f"{c['default']['peak_rss_mb']} MB", "goal < 300 MB"),
+                 (f"(c) peak RSS, {shape}, page 5000, concurrency 64",
+                  f"{c['page_5000_concurrency_64']['peak_rss_mb']} MB", "goal < 300 MB")]
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  {'value':>18}  ratio / goal")
     for name, value, ratio in rows:

@@ -116,19 +116,21 @@ def main() -> int:
 def print_table(results: dict[str, Any]) -> None:
     counts = results["counts"]
     base = counts[0]
-    header = (f"{'companies':>9} {'ratio':>6} | {'wall s':>8} {'x':>6} | {'CPU s':>8} {'x':>6} | {'out MB':>8} {'x':>6} | "
-              f"{'STATE MB':>8} {'lines':>6} | {'req/co':>6} | {'RSS MB':>6}")
+    header = (f"{'companies':>9} {'ratio':>6} | {'wall s':>8} {'x':>6} | {'CPU s':>8} {'x':>6} | "
+              f"{'out MB':>8} {'x':>6} | {'STATE MB':>8} {'lines':>6} | {'req/co':>6} | {'RSS MB':>6}")
     print(header)
     for row in counts:
         full, b = row["full"], base["full"]
         print(f"{row['companies']:>9} {row['companies'] / base['companies']:>6.0f} | "
               f"{full['wall_s']:>8} {full['wall_s'] / b['wall_s']:>6.1f} | {full['cpu_s']:>8} "
-              f"{full['cpu_s'] / b['cpu_s']:>6.1f} | {full['output_mb']:>8} {full['output_mb'] / b['output_mb']:>6.1f} | "
+              f"{full['cpu_s'] / b['cpu_s']:>6.1f} | {full['output_mb']:>8} "
+              f"{full['output_mb'] / b['output_mb']:>6.1f} | "
               f"{full['state_mb']:>8} {full['state_lines']:>6} | {full['requests_per_company']:>6} | "
               f"{full['peak_rss_mb']:>6}")
     if unchanged := results.get("unchanged"):
         full, again = unchanged["full"], unchanged["unchanged"]
-        print(f"\n{unchanged['companies']:,} companies, nothing changed: {again['wall_s']} s wall, {again['cpu_s']} s CPU, "
+        print(f"\n{unchanged['companies']:,} companies, nothing changed: {again['wall_s']} s wall, "
+              f"{again['cpu_s']} s CPU, "
               f"{again['records']:,} records, STATE {again['state_mb']} MB in {again['state_lines']} lines, "
               f"{again['requests_per_company']} requests per company, peak RSS {again['peak_rss_mb']} MB "
               f"(its full run: {full['wall_s']} s, STATE {full['state_mb']} MB in {full['state_lines']} lines)")

@@ -40,8 +40,7 @@ class Readiness:
 
     def prefetch(self, company_id: str, priority: tuple[int, ...] = ()) -> None:
         if self.enabled and company_id not in self._pending and company_id not in self._known:
-            self._pending[company_id] = self.client.fetch_ahead(self._load, company_id, priority=priority,
-                                                                heavy=False)
+            self._pending[company_id] = self.client.fetch_ahead(self._load, company_id, priority=priority)
 
     def available(self, company_id: str) -> bool:
         """Known already, or arrived: asking now would not wait."""

@@ -219,7 +219,7 @@ class CommerceStream(CodatStream):
             return skipped
         if self.endpoint.single_object:
             return self.client.fetch_ahead(self.client.get_json, self._path(context),
-                                           priority=self.priority(context), heavy=False)
+                                           priority=self.priority(context))
         return KeysetStream(self.client, self._path(context), start=self.resume_from(context),
                             page_size=self.page_size, priority=self.priority(context))
 

@@ -32,6 +32,9 @@ T = TypeVar("T")
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 CODAT_CONCURRENCY_PER_COMPANY = 10
 MAX_PAGE_SIZE = 5000
+# Records fetched ahead and not yet read, at most (a page always may be): 6 pages of 2000
+# orders, whatever max_concurrency and page_size are, so memory does not grow with them.
+UNREAD_RECORDS = 12_000
 
 
 class CodatError(Exception):
@@ -145,7 +148,7 @@ class CodatClient:
         self._slots_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._running = 0  # fetches in the pool now (at most max_concurrency)
-        self._heavy_unread: set[Future[Any]] = set()  # record pages started and not yet read
+        self._heavy_unread: dict[Future[Any], int] = {}  # record pages started, not yet read → their size
         self._queued: list[_Queued] = []  # a heap: earliest priority first, then first queued
         self._sequence = itertools.count()
         self._stop = threading.Event()  # set (and replaced) when what was started must end
@@ -173,7 +176,7 @@ class CodatClient:
             queued, self._queued = self._queued, []
             stop, self._stop = self._stop, threading.Event()
             self._running = 0
-            self._heavy_unread = set()
+            self._heavy_unread = {}
             pool, self._pool = self._pool, None
         stop.set()
         for item in queued:
@@ -265,20 +268,21 @@ class CodatClient:
 
     # --- fetching ahead -------------------------------------------------------------------
     def fetch_ahead(self, fetch: Callable[..., T], *args: Any, priority: tuple[Any, ...] = (),
-                    heavy: bool = True) -> Future[T] | None:
+                    records: int = 0) -> Future[T] | None:
         """Queue ``fetch(*args)`` for the pool (None when running sequentially).
 
         At most ``max_concurrency`` fetches run at once, lowest ``priority`` first (the tap
         passes a company's place in the sync, so the company being emitted comes first).
-        ``heavy`` fetches (pages of records) start only while fewer than ``max_concurrency``
-        of them wait unread, which bounds memory at ``max_concurrency`` pages; light ones
-        (connection lists, dataStatus) are not counted.
+        A fetch of up to ``records`` records (a page) starts only while the pages fetched and
+        not yet read hold fewer than ``UNREAD_RECORDS`` (one page always may), which bounds
+        memory whatever ``max_concurrency`` and the page size are; ``records=0`` (connection
+        lists, dataStatus) is not counted.
         """
         if self.max_concurrency < 2:
             return None
         future: Future[T] = Future()
         with self._slots_lock:
-            heapq.heappush(self._queued, _Queued(priority, next(self._sequence), future, fetch, args, heavy))
+            heapq.heappush(self._queued, _Queued(priority, next(self._sequence), future, fetch, args, records))
         self._launch()
         return future
 
@@ -288,14 +292,15 @@ class CodatClient:
             held: list[_Queued] = []
             while self._queued and self._running < self.max_concurrency:
                 item = heapq.heappop(self._queued)
-                if item.heavy and len(self._heavy_unread) >= self.max_concurrency:
+                unread = sum(self._heavy_unread.values())
+                if item.records and unread and unread + item.records > UNREAD_RECORDS:
                     held.append(item)  # no room for another page of records: light work may go first
                     continue
                 if not item.future.set_running_or_notify_cancel():
                     continue  # its reader got there first and fetched it itself
                 self._running += 1
-                if item.heavy:
-                    self._heavy_unread.add(item.future)
+                if item.records:
+                    self._heavy_unread[item.future] = item.records
                 started.append(item)
             for item in held:
                 heapq.heappush(self._queued, item)
@@ -322,7 +327,7 @@ class CodatClient:
             return future.result()
         finally:
             with self._slots_lock:
-                self._heavy_unread.discard(future)
+                self._heavy_unread.pop(future, None)
             self._launch()
 
     def discard(self, future: Future[Any]) -> None:
@@ -338,7 +343,7 @@ class _Queued:
     future: Future[Any] = field(compare=False)
     fetch: Callable[..., Any] = field(compare=False)
     args: tuple[Any, ...] = field(compare=False)
-    heavy: bool = field(compare=False)
+    records: int = field(compare=False)
 
 
 def is_loopback(url: str) -> bool:

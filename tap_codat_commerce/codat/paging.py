@@ -111,7 +111,7 @@ class PageStream:
 
     def _schedule(self, number: int) -> None:
         if number not in self._futures:
-            future = self.client.fetch_ahead(self._fetch, number, priority=self.priority, heavy=False)
+            future = self.client.fetch_ahead(self._fetch, number, priority=self.priority)
             if future is not None:
                 self._futures[number] = future
 
@@ -208,7 +208,10 @@ class KeysetStream:
         self.priority = priority
         lower = None if start is None else query_second(start)[:19]
         self._first = Cursor(lower, full_read=lower is None)
-        self._future: Future[Step] | None = client.fetch_ahead(self.step, self._first, priority=priority)
+        self._future: Future[Step] | None = self._ahead(self._first)
+
+    def _ahead(self, cursor: Cursor) -> Future[Step] | None:
+        return self.client.fetch_ahead(self.step, cursor, priority=self.priority, records=self.page_size)
 
     def close(self) -> None:
         if self._future is not None:
@@ -223,7 +226,7 @@ class KeysetStream:
                 step = self.step(cursor) if future is None else self.client.collect(future, self.step, cursor)
                 cursor = step.next
                 if cursor is not None:
-                    self._future = self.client.fetch_ahead(self.step, cursor, priority=self.priority)
+                    self._future = self._ahead(cursor)
                 for note in step.notes:
                     logger.info("%s: %s", self.path, note)
                 if step.records:
