@@ -15,6 +15,7 @@ from singer_sdk.helpers.types import Context
 from singer_sdk.schema.source import SchemaDirectory, StreamSchema
 
 from .codat.http import MAX_PAGE_SIZE, CodatClient, CodatError
+from .progress import TALLY, is_quiet, quiet_stream_logger
 from .readiness import Readiness
 
 
@@ -41,6 +42,7 @@ class CodatStream(Stream):
         super().__init__(tap, name=name)
         self._owner = tap
         self._prefetched: dict[tuple[Any, ...], Any] = {}
+        quiet_stream_logger(self.logger, quiet=not self.config.get("log_metrics"))
 
     @property
     def client(self) -> CodatClient:
@@ -81,6 +83,12 @@ class CodatStream(Stream):
         if level >= logging.ERROR and isinstance(sys.exc_info()[1], CodatError):
             level = logging.DEBUG
         super().log(message, *args, level=level, **kwargs)
+
+    def log_sync_costs(self) -> None:
+        """At the end of a run: with the quiet default log, one summary line (records, partitions)."""
+        if is_quiet() and (self.selected or self.has_selected_descendents):
+            self.logger.info("Synced %s", TALLY.summary(self.name))
+        super().log_sync_costs()
 
     @contextmanager
     def failure_context(self, company_id: str, connection_id: str | None = None) -> Iterator[None]:

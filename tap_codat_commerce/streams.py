@@ -20,6 +20,7 @@ from .codat.http import CodatError, RequestFailedError
 from .codat.operations import refresh, wait_for_sync
 from .codat.paging import KeysetStream, PageStream, records_of
 from .normalise import build_normaliser
+from .progress import TALLY
 from .readiness import Skipped
 
 
@@ -62,6 +63,7 @@ class CompaniesStream(CodatStream):
         # The root of the sync: its children run inline, so when this generator ends (or is
         # closed by a failure below it) the whole sync is over.
         self.readiness.forget_all()
+        TALLY.reset()
         try:
             yield from self._companies_with_lookahead()
         finally:
@@ -78,6 +80,7 @@ class CompaniesStream(CodatStream):
         # current connection's data types need more.
         lookahead = 1 + self.client.max_concurrency // 4
         for position, company in enumerate(mine):
+            self.logger.info("Company %d/%d: %s (%s)", position + 1, len(mine), company.get("name"), company["id"])
             for upcoming in mine[position:position + lookahead]:
                 self.readiness.prefetch(upcoming["id"])
                 connections.prefetch({"companyId": upcoming["id"]})

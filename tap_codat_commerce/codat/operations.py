@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .data_types import COMMERCE_DATA_TYPES, DATA_TYPE_ALIASES, DataTypeStatus
 from .http import CodatClient, CodatError, RequestFailedError
+from .paging import PageStream, records_of
 
 
 class UnknownCompanyError(CodatError):
@@ -16,6 +18,31 @@ class UnknownCompanyError(CodatError):
 
 class UnknownDataTypeError(CodatError):
     """A data type name that is none of the eleven commerce ones."""
+
+
+class SyncInProgressError(CodatError):
+    """Codat refused to queue a data type because its previous sync is still running (409)."""
+
+
+# A connection's states (Codat's DataConnectionStatus) and what each means for syncing.
+CONNECTION_STATES = {
+    "PendingAuth": "the business has not opened the link yet",
+    "Linked": "authorised: syncs run",
+    "Unlinked": "unlinked: old data readable, no new syncs",
+    "Deauthorized": "access withdrawn: old data readable, no new syncs until the business links again",
+}
+
+
+def commerce_connections(client: CodatClient, company_id: str) -> list[dict[str, Any]]:
+    """The company's commerce connections as Codat lists them (``status``, ``linkUrl``, ``platformName``…).
+    Raises UnknownCompanyError on 404."""
+    try:
+        connections = list(records_of(PageStream(client, f"/companies/{company_id}/connections", page_size=500)))
+    except RequestFailedError as exc:
+        if exc.status == 404:
+            raise UnknownCompanyError(f"no company with id {company_id}") from None
+        raise
+    return [c for c in connections if c.get("sourceType") == "Commerce"]
 
 
 def data_status(client: CodatClient, company_id: str) -> list[DataTypeStatus]:
@@ -48,7 +75,13 @@ def refresh(client: CodatClient, company_id: str, data_type: str | None = None,
         raise UnknownDataTypeError(
             f"unknown commerce data type {data_type!r}; one of: {', '.join(COMMERCE_DATA_TYPES)}")
     params = {"connectionId": connection_id} if connection_id else None
-    client.request("POST", f"/companies/{company_id}/data/queue/{resolved}", params=params)
+    try:
+        client.request("POST", f"/companies/{company_id}/data/queue/{resolved}", params=params)
+    except RequestFailedError as exc:
+        if exc.status == 409:
+            raise SyncInProgressError(f"{resolved} is still syncing for company {company_id} ({exc.codat_message})",
+                                      ) from None
+        raise
     return [resolved]
 
 
