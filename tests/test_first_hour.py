@@ -1,0 +1,296 @@
+"""A data engineer's first hour (issue 14): the console scripts run as a user types them, against
+the sandbox over real HTTP. Settings from files and the environment, one-line configuration errors,
+--test, the setup command on connections nobody authorised yet, --help, and the log's volume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tap_codat_commerce.settings import company_id_list
+from tests.conftest import Api, run_cli, tap_config, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+NOT_MINE = "00000000-0000-4000-8000-000000000000"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test's environment without any TAP_CODAT_COMMERCE_* a developer may have exported."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("TAP_CODAT_COMMERCE_")}, **extra}
+
+
+def sandbox_env(sandbox, **extra: str) -> dict[str, str]:
+    return clean_env(TAP_CODAT_COMMERCE_API_KEY=sandbox.api_key, TAP_CODAT_COMMERCE_BASE_URL=sandbox.base_url,
+                     **extra)
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "ERROR" in line]
+
+
+def setup(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "tap-codat-commerce-setup"), *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, check=False)
+
+
+def tap(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "tap-codat-commerce"), *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, check=False)
+
+
+# --- 1. the README's steps as written: the key in the environment, other settings in a file -----------
+def test_key_in_the_environment_and_a_config_file_work_together(start_sandbox, tmp_path):
+    sandbox = start_sandbox(companies=2, orders=20)
+    config = write_json(tmp_path, "config.json", {"page_size": 7})
+    result = tap(["--config", config], sandbox_env(sandbox))
+    assert result.returncode == 0, result.stderr[-2000:]
+    orders = [m for m in map(json.loads, result.stdout.splitlines()) if m.get("stream") == "orders"
+              and m["type"] == "RECORD"]
+    assert len(orders) == 40
+    pages = [r for r in Api(sandbox).requests_log()["requests"] if r["path"].endswith("/commerce-orders")]
+    assert pages and all(r["params"]["pageSize"] == "7" for r in pages)  # the file's page_size was used too
+    # no --config at all: everything from the environment
+    assert tap([], sandbox_env(sandbox)).returncode == 0
+
+
+def test_the_file_wins_over_the_environment_unless_config_env_says_otherwise(start_sandbox, tmp_path):
+    sandbox = start_sandbox(companies=1, orders=5)
+    config = write_json(tmp_path, "config.json", tap_config(sandbox, max_retries=1))
+    env = clean_env(TAP_CODAT_COMMERCE_BASE_URL="http://127.0.0.1:9")
+    assert tap(["--config", config], env).returncode == 0  # the file's base_url
+    overridden = tap(["--config", config, "--config", "ENV"], env)
+    assert overridden.returncode == 1 and "127.0.0.1:9" in overridden.stderr
+
+
+def test_a_missing_key_says_where_settings_come_from(tmp_path):
+    config = write_json(tmp_path, "config.json", {"base_url": "http://127.0.0.1:9"})
+    for args in (["--config", config], []):
+        result = tap(args, clean_env())
+        assert result.returncode == 1
+        [line] = error_lines(result.stderr)
+        assert "api_key: not set" in line and "TAP_CODAT_COMMERCE_API_KEY" in line and "--config" in line
+        assert "Traceback" not in result.stderr
+
+
+# --- 2. every configuration mistake: one line naming the setting, exit 1, no traceback ----------------
+@pytest.mark.parametrize(("args", "env", "named"), [
+    (["--config", "{good}"], {"TAP_CODAT_COMMERCE_PAGE_SIZE": "abc"}, "page_size: TAP_CODAT_COMMERCE_PAGE_SIZE='abc'"),
+    (["--config", "{good}"], {"TAP_CODAT_COMMERCE_MAX_RETRIES": "1.5"}, "max_retries"),
+    (["--config", "{good}"], {"TAP_CODAT_COMMERCE_CHECK_DATA_STATUS": "maybe"}, "check_data_status"),
+    (["--config", "{good}"], {"TAP_CODAT_COMMERCE_STREAM_MAPS": "{not json"}, "stream_maps"),
+    (["--config", "nosuch.json"], {}, "--config nosuch.json: cannot read it"),
+    (["--config", "{malformed}"], {}, "not valid JSON (line 2"),
+    (["--config", "{array}"], {}, "must hold a JSON object"),
+    (["--config", "{good}"], {"TAP_CODAT_COMMERCE_COMPANY_IDS": "not-a-uuid, " + NOT_MINE}, "company_ids: 'not-a-uuid'"),
+    (["--config", "{typed}"], {}, "refresh_timeout"),
+    (["--config", "{good}", "--test"], {"TAP_CODAT_COMMERCE_PAGE_SIZE": "0"}, "page_size: 0"),
+])
+def test_configuration_mistakes_are_one_line(tmp_path, args, env, named):
+    files = {"good": {"api_key": "k", "base_url": "http://127.0.0.1:9", "max_retries": 1},
+             "typed": {"api_key": "k", "base_url": "http://127.0.0.1:9", "refresh_timeout": "soon"},
+             "array": [1, 2]}
+    paths = {name: write_json(tmp_path, f"{name}.json", content) for name, content in files.items()}
+    (tmp_path / "malformed.json").write_text('{"api_key": "k",\n "base_url" "x"}')
+    paths["malformed"] = str(tmp_path / "malformed.json")
+    result = tap([a.format(**paths) for a in args], clean_env(**env), timeout=60)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "Config validation failed" not in result.stderr
+    [line] = error_lines(result.stderr)
+    assert named in line, result.stderr
+
+
+def test_company_ids_accept_an_array_or_ids_separated_by_commas_or_spaces(start_sandbox):
+    sandbox = start_sandbox(companies=3, orders=5)
+    ids = [c["id"] for c in Api(sandbox).companies()]
+    assert company_id_list(f"{ids[0]},{ids[1]}") == ids[:2]
+    assert company_id_list(f" {ids[0]}, {ids[1]} ") == ids[:2]
+    assert company_id_list(f"{ids[0]} {ids[1]}") == ids[:2]
+    assert company_id_list(json.dumps(ids[:2])) == ids[:2]
+    assert company_id_list(ids[:2]) == ids[:2]
+    result = tap([], sandbox_env(sandbox, TAP_CODAT_COMMERCE_COMPANY_IDS=f"{ids[0]}, {ids[2]}"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    companies = {m["record"]["id"] for m in map(json.loads, result.stdout.splitlines())
+                 if m["type"] == "RECORD" and m["stream"] == "companies"}
+    assert companies == {ids[0], ids[2]}
+
+
+@pytest.mark.slow
+def test_meltano_passes_company_ids_with_commas_and_spaces_through():
+    env = clean_env(TAP_CODAT_COMMERCE_COMPANY_IDS=f"{NOT_MINE}, {NOT_MINE}")
+    done = subprocess.run([str(BIN / "meltano"), "--log-level=warning", "config", "print", "tap-codat-commerce"],
+                          cwd=ROOT, capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["company_ids"] == f"{NOT_MINE}, {NOT_MINE}"
+
+
+# --- 3. --test says what it tested, and passes or fails plainly -----------------------------------------
+def test_connection_test_passes_saying_what_it_checked(start_sandbox):
+    sandbox = start_sandbox(companies=2, orders=10)
+    result = tap(["--test"], sandbox_env(sandbox))
+    assert result.returncode == 0, result.stderr
+    assert "unhandled error" not in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout == ""  # nothing for a target
+    assert "API key accepted" in result.stderr and "2 linked commerce" in result.stderr
+    assert "orders (10)" in result.stderr and result.stderr.strip().endswith("Connection test passed")
+
+
+@pytest.mark.parametrize(("case", "expected"), [
+    ("wrong key", "Codat refused the API key (401"),
+    ("unreachable", "reaching 127.0.0.1:9"),
+    ("server error", "GET /companies failed after"),
+])
+def test_connection_test_fails_with_one_line_and_exit_1(start_sandbox, case, expected):
+    sandbox = start_sandbox(companies=1, orders=5)
+    env = sandbox_env(sandbox, TAP_CODAT_COMMERCE_MAX_RETRIES="2")
+    if case == "wrong key":
+        env["TAP_CODAT_COMMERCE_API_KEY"] = "wrong"
+    elif case == "unreachable":
+        env["TAP_CODAT_COMMERCE_BASE_URL"] = "http://127.0.0.1:9"
+    else:
+        Api(sandbox).faults(script={"status": 500, "count": 100, "path": "/companies"})
+    result = tap(["--test"], env, timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    failures = error_lines(result.stderr)
+    assert len(failures) == 2 and expected in failures[0] and failures[1].endswith("Connection test failed")
+
+
+def test_connection_test_on_an_account_nobody_linked_yet_says_so(start_sandbox):
+    sandbox = start_sandbox(companies=0)
+    created = setup(["create-company", "--name", "Not Yet", "--platform", "Shopify"], sandbox_env(sandbox))
+    assert created.returncode == 0, created.stderr
+    result = tap(["--test"], sandbox_env(sandbox))
+    assert result.returncode == 0
+    assert "1 waiting for the business to open their link (PendingAuth)" in result.stderr
+    assert "nothing to read yet" in result.stderr
+
+
+# --- 4. the setup command and connections nobody authorised ----------------------------------------------
+def test_status_wait_and_refresh_on_a_connection_never_authorised(start_sandbox):
+    sandbox = start_sandbox(companies=0, sync_delay=0.3)
+    env = sandbox_env(sandbox)
+    assert setup(["sync-settings"], env).returncode == 0
+    created = setup(["create-company", "--name", "Corner Shop", "--platform", "Shopify"], env)
+    assert "one-time links" in created.stdout and "?otp=" in created.stdout  # said where the link is printed
+    onboarded = json.loads(setup(["create-company", "--name", "Corner Shop", "--platform", "Shopify", "--reuse",
+                                  "--json"], env).stdout)
+    company, link = onboarded["company_id"], onboarded["link_url"]
+
+    status = setup(["status", "--company", company], env)
+    assert status.returncode == 0
+    assert "PendingAuth" in status.stdout and link in status.stdout and "one-time links" in status.stdout
+    as_json = json.loads(setup(["status", "--company", company, "--json"], env).stdout)
+    assert [c["status"] for c in as_json["connections"]] == ["PendingAuth"]
+    assert as_json["connections"][0]["linkUrl"] == link
+
+    for command in (["wait", "--company", company, "--timeout", "1800"], ["refresh", "--company", company],
+                    ["refresh", "--company", company, "--data-type", "orders"]):
+        started = time.monotonic()
+        result = setup(command, env)
+        assert time.monotonic() - started < 20  # at once, not after the timeout
+        assert result.returncode == 1 and result.stdout == ""
+        [line] = result.stderr.splitlines()
+        assert "has not opened the link yet" in line and link in line
+    assert Api(sandbox).get(f"/companies/{company}/data/history").json()["results"] == []  # nothing queued
+
+    requests.get(link, timeout=10)  # the business authorises
+    assert setup(["wait", "--company", company, "--interval", "0.1"], env).returncode == 0
+    assert "Linked" in setup(["status", "--company", company], env).stdout
+
+    Api(sandbox).patch(f"/companies/{company}/connections/{onboarded['connection_id']}",
+                       json={"status": "Unlinked"})
+    unlinked = setup(["status", "--company", company], env)
+    assert "Unlinked" in unlinked.stdout and "old data readable" in unlinked.stdout
+    refused = setup(["refresh", "--company", company], env)
+    assert refused.returncode == 1 and "is Unlinked" in refused.stderr
+
+
+# --- 5. --config anywhere, | head, refresh during a sync, --reuse twice -----------------------------------
+def test_config_before_or_after_the_subcommand(start_sandbox, tmp_path):
+    sandbox = start_sandbox(companies=1)
+    config = write_json(tmp_path, "config.json", tap_config(sandbox))
+    company = Api(sandbox).companies()[0]["id"]
+    for args in (["--config", config, "status", "--company", company],
+                 ["status", "--company", company, "--config", config]):
+        result = setup(args, clean_env())
+        assert result.returncode == 0, result.stderr
+        assert "Linked" in result.stdout
+
+
+def test_status_into_a_closed_pipe_prints_no_traceback(start_sandbox):
+    sandbox = start_sandbox(companies=1)
+    company = Api(sandbox).companies()[0]["id"]
+    process = subprocess.Popen([str(BIN / "tap-codat-commerce-setup"), "status", "--company", company],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=sandbox_env(sandbox))
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # as `| head` does once it has its lines: every write now breaks the pipe
+    stderr = process.stderr.read().decode()
+    process.stderr.close()
+    assert process.wait(timeout=60) == 0
+    assert stderr == ""
+
+
+def test_refresh_while_a_sync_runs_says_to_wait_first(start_sandbox):
+    sandbox = start_sandbox(companies=0, sync_delay=30)
+    env = sandbox_env(sandbox)
+    setup(["sync-settings"], env)
+    onboarded = json.loads(setup(["create-company", "--name", "Busy", "--platform", "Shopify", "--json"], env).stdout)
+    requests.get(onboarded["link_url"], timeout=10)  # the first sync starts, and takes 30 s
+    result = setup(["refresh", "--company", onboarded["company_id"], "--data-type", "orders"], env)
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert "commerce-orders is still syncing" in line and "tap-codat-commerce-setup wait --company" in line
+
+
+def test_create_company_with_reuse_twice_adds_no_second_connection(start_sandbox):
+    sandbox = start_sandbox(companies=0)
+    env = sandbox_env(sandbox)
+    runs = [json.loads(setup(["create-company", "--name", "Twice", "--platform", "Shopify", "--reuse", "--json"],
+                             env).stdout) for _ in range(2)]
+    assert runs[0]["connection_id"] == runs[1]["connection_id"] and runs[1]["reused_connection"]
+    [company] = Api(sandbox).companies()
+    assert len(company["dataConnections"]) == 1
+    other = json.loads(setup(["create-company", "--name", "Twice", "--platform", "Square", "--reuse", "--json"],
+                             env).stdout)
+    assert other["company_id"] == runs[0]["company_id"] and not other["reused_connection"]  # another platform
+
+
+# --- 6. the host in connection errors; --help -----------------------------------------------------------
+def test_connection_errors_name_the_host(tmp_path):
+    config = write_json(tmp_path, "down.json", {"api_key": "k", "base_url": "http://127.0.0.1:9", "max_retries": 2})
+    for result in (tap(["--config", config], clean_env()), setup(["--config", config, "sync-settings"], clean_env())):
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert "reaching 127.0.0.1:9" in result.stderr.splitlines()[-1]
+
+
+def test_help_names_the_environment_the_setup_command_and_the_sandbox():
+    result = run_cli(["--help"])
+    assert result.returncode == 0
+    for text in ("--config ENV", "TAP_CODAT_COMMERCE_", "tap-codat-commerce-setup", "tap-codat-commerce-sandbox",
+                 "--test"):
+        assert text in result.stdout, text
+
+
+# --- 7. the log: quiet by default, the SDK's metrics on request -------------------------------------------
+def test_default_log_is_a_line_per_company_and_a_summary_per_stream(start_sandbox):
+    sandbox = start_sandbox(companies=3, orders=200)
+    result = tap([], sandbox_env(sandbox))
+    assert result.returncode == 0
+    lines = result.stderr.splitlines()
+    assert not [line for line in lines if "METRIC" in line or "Beginning sync" in line]
+    assert len([line for line in lines if "Company " in line and "/3: " in line]) == 3
+    assert any(line.endswith("Synced orders: 600 records from 3 connections") for line in lines)
+    assert len([line for line in lines if "| Synced " in line]) == 13
+    assert len(lines) < 40, "\n".join(lines)
+
+    verbose = tap([], sandbox_env(sandbox, TAP_CODAT_COMMERCE_LOG_METRICS="true"))
+    assert verbose.returncode == 0
+    metrics = [line for line in verbose.stderr.splitlines() if "METRIC" in line]
+    assert any('"metric":"record_count"' in line and '"stream":"orders"' in line for line in metrics)
