@@ -89,7 +89,8 @@ def test_a_missing_key_says_where_settings_come_from(tmp_path):
     (["--config", "nosuch.json"], {}, "--config nosuch.json: cannot read it"),
     (["--config", "{malformed}"], {}, "not valid JSON (line 2"),
     (["--config", "{array}"], {}, "must hold a JSON object"),
-    (["--config", "{good}"], {"TAP_CODAT_COMMERCE_COMPANY_IDS": "not-a-uuid, " + NOT_MINE}, "company_ids: 'not-a-uuid'"),
+    (["--config", "{good}"], {"TAP_CODAT_COMMERCE_COMPANY_IDS": "not-a-uuid, " + NOT_MINE},
+     "company_ids: 'not-a-uuid'"),
     (["--config", "{typed}"], {}, "refresh_timeout"),
     (["--config", "{good}", "--test"], {"TAP_CODAT_COMMERCE_PAGE_SIZE": "0"}, "page_size: 0"),
 ])
@@ -294,3 +295,85 @@ def test_default_log_is_a_line_per_company_and_a_summary_per_stream(start_sandbo
     assert verbose.returncode == 0
     metrics = [line for line in verbose.stderr.splitlines() if "METRIC" in line]
     assert any('"metric":"record_count"' in line and '"stream":"orders"' in line for line in metrics)
+
+
+# --- 8. the sandbox keeps its world across restarts; a new world never matches an old state ------------
+def sandbox_run(data_dir: Path, *flags: str):
+    from tap_codat_commerce.sandbox.cli import sandbox_process
+
+    return sandbox_process("--companies", "2", "--orders", "50", "--sync-delay", "0", "--data-dir", str(data_dir),
+                           *flags)
+
+
+def tap_messages(base_url: str, key: str, state: dict | None, tmp_path: Path) -> tuple[list[dict], dict]:
+    args = []
+    if state is not None:
+        args = ["--state", write_json(tmp_path, "state.json", state)]
+    result = tap(args, clean_env(TAP_CODAT_COMMERCE_API_KEY=key, TAP_CODAT_COMMERCE_BASE_URL=base_url))
+    assert result.returncode == 0, result.stderr[-2000:]
+    messages = [json.loads(line) for line in result.stdout.splitlines()]
+    records = [m["record"] for m in messages if m["type"] == "RECORD"]
+    return records, [m for m in messages if m["type"] == "STATE"][-1]["value"]
+
+
+def test_the_sandbox_world_survives_a_restart_and_state_stays_consistent(tmp_path):
+    data = tmp_path / "world"
+    with sandbox_run(data) as (base_url, key):
+        api_env = clean_env(TAP_CODAT_COMMERCE_API_KEY=key, TAP_CODAT_COMMERCE_BASE_URL=base_url)
+        assert setup(["sync-settings"], api_env).returncode == 0
+        onboarded = json.loads(setup(["create-company", "--name", "Kept", "--platform", "Square", "--json"],
+                                     api_env).stdout)
+        requests.get(onboarded["link_url"], timeout=10)
+        requests.post(base_url + "/_sandbox/advance", json={"seconds": 86_400}, timeout=30).raise_for_status()
+        truth = requests.get(base_url + "/_sandbox/truth", timeout=30).json()
+        first, state = tap_messages(base_url, key, None, tmp_path)
+    assert sum(1 for r in first if r.get("connectionId") == onboarded["connection_id"]) > 0
+
+    with sandbox_run(data) as (base_url, key):  # a new process, another port: the same world
+        assert requests.get(base_url + "/_sandbox/truth", timeout=30).json() == truth
+        api_env = clean_env(TAP_CODAT_COMMERCE_API_KEY=key, TAP_CODAT_COMMERCE_BASE_URL=base_url)
+        status = json.loads(setup(["status", "--company", onboarded["company_id"], "--json"], api_env).stdout)
+        assert status["connections"][0]["status"] == "Linked"
+        assert status["connections"][0]["linkUrl"].startswith(base_url)  # links follow the new port
+        again, _ = tap_messages(base_url, key, state, tmp_path)
+        commerce_again = [r for r in again if "connectionId" in r]
+        assert 0 < len(commerce_again) < len(first) / 10  # from the bookmarks: boundary records, not everything
+        requests.post(base_url + "/_sandbox/advance", json={"seconds": 86_400}, timeout=30).raise_for_status()
+        changed, _ = tap_messages(base_url, key, state, tmp_path)
+        assert len(changed) > len(again)  # the day's changes are read: never a silent zero
+
+    with sandbox_run(data, "--reset") as (base_url, key):  # a new world: new ids, so the old state matches nothing
+        fresh_with_old_state, _ = tap_messages(base_url, key, state, tmp_path)
+        fresh, _ = tap_messages(base_url, key, None, tmp_path)
+        assert not {r["companyId"] for r in fresh if "companyId" in r} & set(truth)
+        assert len(fresh_with_old_state) == len(fresh) > 0  # read whole, as a first run
+
+
+def _b64(key: str) -> str:
+    import base64
+
+    return base64.b64encode(key.encode()).decode()
+
+
+def test_a_kept_world_is_only_reopened_with_the_flags_it_was_made_with(tmp_path):
+    data = tmp_path / "world"
+    with sandbox_run(data):
+        pass
+    done = subprocess.run([str(BIN / "tap-codat-commerce-sandbox"), "--port", "0", "--data-dir", str(data),
+                           "--orders", "99"], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    [line] = done.stderr.splitlines()
+    assert "--orders 50 (asked: 99)" in line and "--reset" in line
+
+
+# --- 9. README: the sandbox's flags, Meltano 4 syntax ------------------------------------------------------
+def test_the_readme_lists_every_sandbox_flag():
+    from tap_codat_commerce.sandbox.cli import parser as sandbox_parser
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("| flag | default | what it does |", 1)[1].split("\n\n", 1)[0]
+    flags = {flag for action in sandbox_parser()._actions for flag in action.option_strings
+             if flag.startswith("--") and flag != "--help"}
+    missing = sorted(flag for flag in flags if f"`{flag}`" not in table)
+    assert not missing, f"README's sandbox flag table lacks {missing}"
+    assert "meltano config tap-codat-commerce list" not in readme

@@ -52,6 +52,7 @@ class Settings:
     restamp_every: int = 0  # after every Nth commerce data page served, re-stamp records of it
     restamp_count: int = 1  # ... this many (the page's first), to a new later modifiedDate
     restamp_times: int = 0  # ... at most this many times (0: no limit)
+    data_dir: str | None = None  # keep the world here across restarts (None: in memory only)
 
     @property
     def key(self) -> str:
@@ -182,33 +183,40 @@ def default_sync_settings() -> list[dict[str, Any]]:
 class World:
     """All the sandbox's state, behind one lock."""
 
-    def __init__(self, settings: Settings, base_url: str = "http://127.0.0.1") -> None:
+    def __init__(self, settings: Settings, base_url: str = "http://127.0.0.1", *, salt: int = 0,
+                 seeded: bool = True) -> None:
+        """``salt`` (from a data directory) makes this world's ids its own: two worlds with the same
+        seed share their records' shapes but never a company, connection or sync id. ``seeded=False``
+        leaves out the pre-seeded companies (a saved world brings its own)."""
         self.settings = settings
+        self.salt = salt
+        self.id_seed = mix(settings.seed, salt) if salt else settings.seed
         self.base_url = base_url
         self.lock = threading.RLock()
         self.clock = CLOCK_START
         self.advances = 0
         self.created_companies = 0
-        self.client_id = make_uuid(settings.seed, 1)
+        self.client_id = make_uuid(self.id_seed, 1)
         self.profile_settings: list[dict[str, Any]] = default_sync_settings()
         self.companies: dict[str, Company] = {}
         self.data_pages = 0  # commerce data list pages served
         self.restamps = 0
         self.advance_after: tuple[int, dict[str, Any]] | None = None  # (page count, advance arguments)
-        self._seed_companies()
+        if seeded:
+            self._seed_companies()
 
     # --- building -------------------------------------------------------------------------
     def _seed_companies(self) -> None:
         created = iso_utc(CLOCK_START - 400 * 86_400)
         for k in range(self.settings.companies):
-            company = self._new_company(make_uuid(self.settings.seed, 1000 + k),
+            company = self._new_company(make_uuid(self.id_seed, 1000 + k),
                                         f"Sandbox Shop {k + 1}", None, {}, created)
             platform = COMMERCE_PLATFORMS[k % len(COMMERCE_PLATFORMS)]
-            connection = self._new_connection(company, platform, make_uuid(self.settings.seed, 2000 + k), created)
+            connection = self._new_connection(company, platform, make_uuid(self.id_seed, 2000 + k), created)
             self._link(connection, at=time.time() - 3600, delay=0, data_types=COMMERCE_DATA_TYPES)
             if self.settings.accounting_every and k % self.settings.accounting_every == 0:
                 accounting = self._new_connection(
-                    company, PLATFORM_BY_KEY["gbol"], make_uuid(self.settings.seed, 3000 + k), created)
+                    company, PLATFORM_BY_KEY["gbol"], make_uuid(self.id_seed, 3000 + k), created)
                 accounting.status = "Linked"
 
     def _new_company(self, company_id: str, name: str, description: str | None,
@@ -239,7 +247,7 @@ class World:
 
     def _queue(self, connection: Connection, data_type: str, *, at: float, delay: float) -> PullOperation:
         supported = connection.data is not None and data_type in connection.platform.supported
-        operation_id = make_uuid(mix(self.settings.seed, len(connection.syncs)),
+        operation_id = make_uuid(mix(self.id_seed, len(connection.syncs)),
                                  int(connection.id[:8], 16) + zlib.crc32(data_type.encode()))
         operation = PullOperation(
             operation_id,
@@ -269,7 +277,7 @@ class World:
     # --- actions ----------------------------------------------------------------------------
     def create_company(self, name: str, description: str | None, tags: dict[str, str]) -> Company:
         self.created_companies += 1
-        return self._new_company(make_uuid(self.settings.seed, 50_000 + self.created_companies),
+        return self._new_company(make_uuid(self.id_seed, 50_000 + self.created_companies),
                                  name, description, tags, now_iso())
 
     def create_connection(self, company: Company, platform_key: str) -> Connection:
@@ -277,7 +285,7 @@ class World:
         if platform is None:
             raise ApiError(400, f"Integration with key {platform_key} was not found.")
         serial = sum(len(c.connections) for c in self.companies.values())
-        return self._new_connection(company, platform, make_uuid(self.settings.seed, 90_000 + serial), now_iso())
+        return self._new_connection(company, platform, make_uuid(self.id_seed, 90_000 + serial), now_iso())
 
     def link(self, connection: Connection) -> None:
         if connection.status == "Linked":
