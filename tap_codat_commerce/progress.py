@@ -16,6 +16,10 @@ METRICS_LOGGER = "singer_sdk.metrics"
 # Templates of the SDK's INFO lines that repeat per partition or per stream at start-up.
 CHATTER = ("Beginning sync of '%s'", "Starting incremental sync of '%s'", "Added '%s' as child stream",
            "Skipping parse of env var settings", "Parsing env var for settings", "Skipping deselected stream")
+# The tap's own routine INFO lines, one per connection: counted into the stream's summary instead.
+# (template, which argument names the stream or None for "connections", which one is the reason)
+ROUTINE_SKIP = "Skipping %s for company %s connection %s: %s"
+NOT_LINKED = "Company %s connection %s is not linked yet (PendingAuth); no data to read"
 
 
 class RecordTally(logging.Filter):
@@ -27,11 +31,18 @@ class RecordTally(logging.Filter):
         self.lock = threading.Lock()
         self.records: Counter[str] = Counter()
         self.partitions: dict[str, set[str]] = {}
+        self.notes: dict[str, Counter[str]] = {}  # per stream: why connections were passed over, how often
 
     def reset(self) -> None:
         with self.lock:
             self.records.clear()
             self.partitions.clear()
+            self.notes.clear()
+
+    def note(self, stream: str, reason: str) -> None:
+        """One connection passed over for ``reason`` (a routine skip, counted instead of logged)."""
+        with self.lock:
+            self.notes.setdefault(stream, Counter())[reason] += 1
 
     def filter(self, record: logging.LogRecord) -> bool:
         point = record.args[0] if isinstance(record.args, tuple) and record.args else None
@@ -52,19 +63,31 @@ class RecordTally(logging.Filter):
         with self.lock:
             count = self.records.get(stream, 0)
             partitions = len(self.partitions.get(stream, ()))
+            notes = dict(self.notes.get(stream, {}))
         where = ""
         if partitions:
             noun = ("company", "companies") if stream == "connections" else ("connection", "connections")
             where = f" from {partitions:,} {noun[partitions != 1]}"
-        return f"{stream}: {count:,} record{'' if count == 1 else 's'}{where}"
+        passed_over = "".join(f"; {reason} on {n:,} connection{'' if n == 1 else 's'}" for reason, n in notes.items())
+        return f"{stream}: {count:,} record{'' if count == 1 else 's'}{where}{passed_over}"
 
 
 class SdkChatter(logging.Filter):
     """Drops the SDK's per-partition INFO lines ("Beginning sync of …", "Starting incremental sync
-    of …"); warnings and errors always pass."""
+    of …") and counts the tap's routine per-connection ones into the summary; warnings and errors
+    always pass."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno > logging.INFO or not (isinstance(record.msg, str) and record.msg.startswith(CHATTER))
+        if record.levelno > logging.INFO or not isinstance(record.msg, str):
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        if record.msg == ROUTINE_SKIP and len(args) == 4:
+            TALLY.note(str(args[0]), str(args[3]))
+            return False
+        if record.msg == NOT_LINKED:
+            TALLY.note("connections", "not linked yet (PendingAuth)")
+            return False
+        return not record.msg.startswith(CHATTER)
 
 
 TALLY = RecordTally()

@@ -60,6 +60,7 @@ class CommandLineSettings:
 
     config: dict[str, Any] = field(default_factory=dict)
     parse_env: bool = False
+    problems: list[str] = field(default_factory=list)  # unreadable files, bad variables: one line each
 
 
 class TapCodatCommerce(Tap):
@@ -191,6 +192,11 @@ class TapCodatCommerce(Tap):
     @classmethod
     def invoke(cls, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
         """Run the sync; a bad setting or a Codat failure ends it with one clear line and exit code 1."""
+        given = kwargs.get("config")
+        if isinstance(given, CommandLineSettings) and given.problems and not kwargs.get("about"):
+            for line in given.problems:
+                cls.logger.error("%s", line)
+            sys.exit(1)
         try:
             super().invoke(*args, **kwargs)
         except ConfigValidationError as exc:
@@ -207,14 +213,13 @@ class TapCodatCommerce(Tap):
 
     @classmethod
     def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> Any:  # type: ignore[override]
-        """``--config``: files in order, then the environment for what they leave out; one line per
-        unreadable file or bad variable, exit code 1."""
+        """``--config``: files in order, then the environment for what they leave out. An unreadable
+        file or a bad variable is kept as a problem: a sync or ``--test`` reports it (one line each,
+        exit code 1); ``--about`` and ``--discover`` need no settings and go on."""
         try:
             return CommandLineSettings(gather_settings(value, cls.settings_properties(), os.environ))
         except SettingsError as exc:
-            for line in exc.lines:
-                cls.logger.error("%s", line)
-            ctx.exit(1)
+            return CommandLineSettings(problems=exc.lines)
 
     @classmethod
     def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:  # type: ignore[override]
@@ -223,6 +228,10 @@ class TapCodatCommerce(Tap):
         if value == CliTestOptionValue.Disabled.value:
             return
         config = ctx.params.get("config") or CommandLineSettings()
+        if config.problems:
+            for line in config.problems:
+                cls.logger.error("%s", line)
+            ctx.exit(1)
         try:
             tap = cls(config=config.config, parse_env_config=config.parse_env, validate_config=True)
         except ConfigValidationError as exc:
