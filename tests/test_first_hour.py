@@ -131,12 +131,20 @@ def test_company_ids_accept_an_array_or_ids_separated_by_commas_or_spaces(start_
 
 
 @pytest.mark.slow
-def test_meltano_passes_company_ids_with_commas_and_spaces_through():
-    env = clean_env(TAP_CODAT_COMMERCE_COMPANY_IDS=f"{NOT_MINE}, {NOT_MINE}")
-    done = subprocess.run([str(BIN / "meltano"), "--log-level=warning", "config", "print", "tap-codat-commerce"],
-                          cwd=ROOT, capture_output=True, text=True, env=env, timeout=120, check=False)
+def test_meltano_invoke_passes_company_ids_with_commas_and_spaces_through(start_sandbox):
+    sandbox = start_sandbox(companies=3, orders=5)
+    ids = [c["id"] for c in Api(sandbox).companies()]
+    env = sandbox_env(sandbox, TAP_CODAT_COMMERCE_COMPANY_IDS=f"{ids[0]}, {ids[1]}")
+    meltano = [str(BIN / "meltano"), "--log-level=warning"]
+    subprocess.run([*meltano, "install", "extractor", "tap-codat-commerce"], cwd=ROOT, env=env, check=True,
+                   capture_output=True, timeout=600)
+    done = subprocess.run([*meltano, "invoke", "tap-codat-commerce"], cwd=ROOT, capture_output=True, text=True,
+                          env=env, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(done.stdout)["company_ids"] == f"{NOT_MINE}, {NOT_MINE}"
+    assert "Traceback" not in done.stderr
+    companies = {m["record"]["id"] for m in map(json.loads, done.stdout.splitlines())
+                 if m["type"] == "RECORD" and m["stream"] == "companies"}
+    assert companies == set(ids[:2])
 
 
 # --- 3. --test says what it tested, and passes or fails plainly -----------------------------------------
