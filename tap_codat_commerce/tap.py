@@ -148,9 +148,13 @@ class TapCodatCommerce(Tap):
         schema.pop("required", None)  # a missing setting is reported by settings_errors, with its sources
         lines: dict[str, str] = {}
         validator = jsonschema.validators.validator_for(schema)(schema)
+        properties = schema.get("properties") or {}
         for error in validator.iter_errors(dict(config)):
             setting = str(error.path[0]) if error.path else "config"
-            lines.setdefault(setting, f"{setting}: {error.message}")
+            message = error.message
+            if (properties.get(setting) or {}).get("secret"):  # never echo a key, even a malformed one
+                message = f"the value (not shown) fails its {error.validator!r} check: {error.validator_value!r}"
+            lines.setdefault(setting, f"{setting}: {message}")
         for line in settings_errors(config):
             lines.setdefault(line.split(":", 1)[0], line)
         return list(lines.values())

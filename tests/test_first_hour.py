@@ -108,6 +108,14 @@ def test_configuration_mistakes_are_one_line(tmp_path, args, env, named):
     assert named in line, result.stderr
 
 
+def test_a_malformed_key_is_named_but_never_shown(tmp_path):
+    config = write_json(tmp_path, "config.json", {"api_key": 987654321987, "base_url": "http://127.0.0.1:9"})
+    result = tap(["--config", config], clean_env())
+    assert result.returncode == 1
+    [line] = error_lines(result.stderr)
+    assert line.split("| ")[-1].startswith("api_key: ") and "987654321987" not in result.stderr
+
+
 def test_about_and_discover_need_no_good_settings():
     env = clean_env(TAP_CODAT_COMMERCE_PAGE_SIZE="abc")
     about = tap(["--about", "--config", "nosuch.json"], env)
