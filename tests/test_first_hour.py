@@ -405,3 +405,46 @@ def test_the_readme_lists_every_sandbox_flag():
     missing = sorted(flag for flag in flags if f"`{flag}`" not in table)
     assert not missing, f"README's sandbox flag table lacks {missing}"
     assert "meltano config tap-codat-commerce list" not in readme
+
+
+# --- the README's steps for a real account, followed literally against the sandbox ------------------------
+def readme_commands(section: str) -> list[str]:
+    """The shell lines of the README section's ```bash blocks, comments dropped."""
+    text = (ROOT / "README.md").read_text().split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+    commands = []
+    for block in text.split("```bash")[1:]:
+        for line in block.split("```", 1)[0].splitlines():
+            command = line.split("  #", 1)[0].strip()
+            if command:
+                commands.append(command)
+    return commands
+
+
+def test_the_readme_steps_work_as_written_against_the_sandbox(start_sandbox, tmp_path):
+    sandbox = start_sandbox(companies=0, orders=40, sync_delay=0.5)
+    commands = readme_commands("Use it with a real Codat account")
+    assert commands[0] == "export TAP_CODAT_COMMERCE_API_KEY='<your key>'"
+    env = clean_env(TAP_CODAT_COMMERCE_BASE_URL=sandbox.base_url, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    company = ""
+    for written in commands:
+        if written.startswith("meltano"):
+            continue  # the prod environment is a real Codat account and a real warehouse
+        command = written.replace("<your key>", sandbox.api_key).replace("<company id>", company)
+        if command.startswith("export "):
+            name, value = command.removeprefix("export ").split("=", 1)
+            env[name] = value.strip("'")
+            continue
+        done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert "Traceback" not in done.stderr, command
+        if "create-company" in command:
+            company = done.stdout.split()[1]
+            link = next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("linkUrl "))
+            premature = subprocess.run(["bash", "-c", f"tap-codat-commerce-setup wait --company {company}"],
+                                       env=env, capture_output=True, text=True, timeout=60, check=False)
+            assert premature.returncode == 1 and "has not opened the link yet" in premature.stderr
+            requests.get(link, timeout=10)  # the business opens the link
+        assert done.returncode == 0, f"{command}: {done.stderr[-1500:]}"
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    orders = [m for m in records if m["type"] == "RECORD" and m["stream"] == "orders"]
+    assert len(orders) == 40  # no silent zero
