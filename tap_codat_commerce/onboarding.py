@@ -43,6 +43,8 @@ SETUP_SETTINGS: dict[str, dict[str, Any]] = {
     "api_key": {"type": "string", "secret": True}, "base_url": {"type": "string"},
     "max_retries": {"type": "integer"}, "request_timeout": {"type": "number"},
 }
+# How long `wait` lets a linked company show no queued sync at all before saying nothing is coming.
+NEVER_QUEUED_GRACE_S = 60.0
 ONE_TIME_LINKS = ("If your Codat client uses one-time links (since 2025; the link carries ?otp=…), it works once "
                   "and expires after a day: send it promptly.")
 
@@ -352,8 +354,15 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return 0
     linked_connections(client, args.company)  # waiting on a link nobody opened would only time out
     progress = Progress(err)
-    result = wait_for_sync(client, args.company, timeout=args.timeout, interval=args.interval, on_progress=progress)
+    result = wait_for_sync(client, args.company, timeout=args.timeout, interval=args.interval, on_progress=progress,
+                           never_queued_grace=min(NEVER_QUEUED_GRACE_S, args.timeout))
     progress.finish()
+    not_queued = result.not_queued
+    if (result.never_queued or result.timed_out) and not_queued and len(not_queued) == len(result.pending):
+        err.write(f"tap-codat-commerce-setup: error: no sync of {', '.join(not_queued)} was ever queued for company "
+                  f"{args.company}, so there is nothing to wait for; enable them (tap-codat-commerce-setup "
+                  f"sync-settings), then `tap-codat-commerce-setup refresh --company {args.company}`\n")
+        return 1
     if result.timed_out:
         err.write(f"tap-codat-commerce-setup: error: timed out after {result.waited_s:.0f} s; still syncing: "
                   f"{', '.join(result.pending)} (Codat pauses and retries fetches on platform errors; run wait "

@@ -236,6 +236,26 @@ def test_status_wait_and_refresh_on_a_connection_never_authorised(start_sandbox)
     assert refused.returncode == 1 and "is Unlinked" in refused.stderr
 
 
+def test_wait_on_a_linked_company_with_nothing_queued_says_so(start_sandbox):
+    from tap_codat_commerce.codat.http import CodatClient
+    from tap_codat_commerce.codat.operations import wait_for_sync
+
+    sandbox = start_sandbox(companies=0)  # a fresh client: commerce data types are not enabled yet
+    env = sandbox_env(sandbox)
+    onboarded = json.loads(setup(["create-company", "--name", "Unready", "--platform", "Shopify", "--json"],
+                                 env).stdout)
+    requests.get(onboarded["link_url"], timeout=10)  # linked, but nothing is fetched on first link
+    started = time.monotonic()
+    result = wait_for_sync(CodatClient(sandbox.base_url, sandbox.api_key), onboarded["company_id"], timeout=600,
+                           interval=0.1, never_queued_grace=0.5)
+    assert result.never_queued and not result.ok and time.monotonic() - started < 10
+    assert len(result.not_queued) == 11
+    waited = setup(["wait", "--company", onboarded["company_id"], "--timeout", "2", "--interval", "0.2"], env)
+    assert waited.returncode == 1
+    last = waited.stderr.splitlines()[-1]
+    assert "was ever queued" in last and "sync-settings" in last and "refresh --company" in last
+
+
 # --- 5. --config anywhere, | head, refresh during a sync, --reuse twice -----------------------------------
 def test_config_before_or_after_the_subcommand(start_sandbox, tmp_path):
     sandbox = start_sandbox(companies=1)

@@ -99,6 +99,12 @@ class WaitResult:
     timed_out: bool
     waited_s: float
     watched: list[str] = field(default_factory=list)
+    never_queued: bool = False  # gave up early: no watched data type had ever been queued
+
+    @property
+    def not_queued(self) -> list[str]:
+        """Watched data types Codat has no sync of at all (not enabled, or enabled after the link)."""
+        return [s.data_type for s in self.statuses if s.status == "NeverSynced" and s.data_type in self.watched]
 
     @property
     def failed(self) -> list[str]:
@@ -110,13 +116,16 @@ class WaitResult:
 
     @property
     def ok(self) -> bool:
-        return not self.timed_out and not self.failed
+        return not self.timed_out and not self.failed and not self.never_queued
 
 
 def wait_for_sync(client: CodatClient, company_id: str, *, timeout: float = 600, interval: float = 2,
-                  on_progress: Callable[[list[DataTypeStatus]], None] | None = None) -> WaitResult:
+                  on_progress: Callable[[list[DataTypeStatus]], None] | None = None,
+                  never_queued_grace: float | None = None) -> WaitResult:
     """Poll dataStatus every ``interval`` seconds until every enabled commerce data type is
-    Complete, NotSupported or failed, or ``timeout`` seconds have passed."""
+    Complete, NotSupported or failed, or ``timeout`` seconds have passed. With
+    ``never_queued_grace``, stop after that many seconds (``never_queued``) if none of them has
+    ever been queued: nothing is coming, and waiting longer would only reach the timeout."""
     watched = sorted(enabled_data_types(client, company_id)) or list(COMMERCE_DATA_TYPES)
     started = time.monotonic()
     while True:
@@ -129,4 +138,7 @@ def wait_for_sync(client: CodatClient, company_id: str, *, timeout: float = 600,
             return WaitResult(statuses, False, waited, watched)
         if waited >= timeout:
             return WaitResult(statuses, True, waited, watched)
+        if (never_queued_grace is not None and waited >= never_queued_grace
+                and all(s.status == "NeverSynced" for s in relevant)):
+            return WaitResult(statuses, False, waited, watched, never_queued=True)
         time.sleep(min(interval, max(timeout - waited, 0.05)))
