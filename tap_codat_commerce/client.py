@@ -79,8 +79,8 @@ class CodatStream(Stream):
 
     def log(self, message: str, *args: Any, level: int = logging.INFO, **kwargs: Any) -> None:
         # The SDK logs "unhandled error" at ERROR for every stream a failure passes through;
-        # a CodatError is reported once, as one line, by the tap.
-        if level >= logging.ERROR and isinstance(sys.exc_info()[1], CodatError):
+        # a CodatError (or a closed stdout) is reported once, as one line, by the tap.
+        if level >= logging.ERROR and isinstance(sys.exc_info()[1], CodatError | BrokenPipeError):
             level = logging.DEBUG
         super().log(message, *args, level=level, **kwargs)
 

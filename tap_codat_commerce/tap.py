@@ -209,6 +209,11 @@ class TapCodatCommerce(Tap):
         except CodatError as exc:
             cls.logger.error("Sync failed: %s", exc)
             sys.exit(1)
+        except BrokenPipeError:
+            # Python must not flush into the closed pipe again on exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            cls.logger.error("Sync stopped: whatever reads stdout (the target) closed it before the end")
+            sys.exit(1)
 
     @classmethod
     def report_bad_settings(cls, exc: ConfigValidationError) -> None:

@@ -281,6 +281,20 @@ def test_status_into_a_closed_pipe_prints_no_traceback(start_sandbox):
     assert stderr == ""
 
 
+def test_the_tap_into_a_closed_pipe_stops_with_one_line(start_sandbox):
+    sandbox = start_sandbox(companies=2, orders=300)
+    process = subprocess.Popen([str(BIN / "tap-codat-commerce")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=sandbox_env(sandbox))
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the target died
+    stderr = process.stderr.read().decode()
+    process.stderr.close()
+    assert process.wait(timeout=120) == 1
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr
+    [line] = error_lines(stderr)
+    assert "closed it before the end" in line
+
+
 def test_refresh_while_a_sync_runs_says_to_wait_first(start_sandbox):
     sandbox = start_sandbox(companies=0, sync_delay=30)
     env = sandbox_env(sandbox)
