@@ -22,6 +22,7 @@ import re
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 from .codat.data_types import COMMERCE_DATA_TYPES, DataTypeStatus
@@ -43,6 +44,7 @@ SETUP_SETTINGS: dict[str, dict[str, Any]] = {
     "api_key": {"type": "string", "secret": True}, "base_url": {"type": "string"},
     "max_retries": {"type": "integer"}, "request_timeout": {"type": "number"},
 }
+ONE_TIME_LINK_LIFETIME = timedelta(days=1)
 # How long `wait` lets a linked company show no queued sync at all before saying nothing is coming.
 NEVER_QUEUED_GRACE_S = 60.0
 ONE_TIME_LINKS = ("If your Codat client uses one-time links (since 2025; the link carries ?otp=…), it works once "
@@ -134,19 +136,32 @@ def find_company(client: CodatClient, name: str) -> dict[str, Any] | None:
                 None)
 
 
+def one_time_link_expired(connection: dict[str, Any], now: datetime | None = None) -> bool:
+    """A one-time link (``?otp=``) is valid for a day after the connection was created."""
+    if "otp=" not in str(connection.get("linkUrl") or ""):
+        return False
+    try:
+        created = datetime.fromisoformat(str(connection.get("created")))
+    except ValueError:
+        return True  # no creation time to trust: a new connection gives a fresh link
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return (now or datetime.now(UTC)) - created > ONE_TIME_LINK_LIFETIME
+
+
 def create_company(client: CodatClient, name: str, platform: str, *, reuse: bool = False,
                    description: str | None = None) -> Onboarded:
     """Create a company and a commerce connection whose linkUrl the customer opens. With ``reuse``, a
     company of the same name is used instead, and so is its connection to the same platform
-    (PendingAuth or Linked) if it has one: running it twice adds nothing."""
+    (Linked, or PendingAuth with a link still valid) if it has one: running it twice adds nothing."""
     name = check_company_name(name)
     integration = resolve_platform(client, platform)  # before anything is created
     company = find_company(client, name) if reuse else None
     reused = company is not None
     if company is not None:
         for existing in commerce_connections(client, company["id"]):
-            if existing.get("integrationKey") == integration["key"] and existing.get("status") in (
-                    "PendingAuth", "Linked"):
+            if existing.get("integrationKey") == integration["key"] and (existing.get("status") == "Linked" or (
+                    existing.get("status") == "PendingAuth" and not one_time_link_expired(existing))):
                 return Onboarded(company["id"], company["name"], existing["id"], integration["name"],
                                  existing.get("linkUrl") or "", True, True, existing["status"])
     if company is None:

@@ -256,6 +256,33 @@ def test_wait_on_a_linked_company_with_nothing_queued_says_so(start_sandbox):
     assert "was ever queued" in last and "sync-settings" in last and "refresh --company" in last
 
 
+def test_one_time_links_work_once_expire_after_a_day_and_reuse_replaces_an_expired_one(start_sandbox):
+    from datetime import UTC, datetime, timedelta
+
+    from tap_codat_commerce.sandbox.world import ApiError
+
+    sandbox = start_sandbox(companies=0, one_time_links=True)
+    env = sandbox_env(sandbox)
+    first = json.loads(setup(["create-company", "--name", "Once", "--platform", "Shopify", "--json"], env).stdout)
+    assert "?otp=" in first["link_url"]
+    without_code = first["link_url"].split("?", 1)[0]
+    assert requests.get(without_code, timeout=10).status_code == 410
+    assert requests.get(first["link_url"], timeout=10).status_code == 200
+    assert requests.get(first["link_url"], timeout=10).status_code == 410  # used
+
+    second = json.loads(setup(["create-company", "--name", "Later", "--platform", "Shopify", "--json"], env).stdout)
+    world = sandbox.app.world
+    connection = world.connection(second["company_id"], second["connection_id"])
+    with pytest.raises(ApiError, match="expired"):
+        world.open_link(connection, second["link_url"].split("otp=", 1)[1], now=datetime.now(UTC) + timedelta(days=2))
+    with world.lock:
+        connection.created = (datetime.now(UTC) - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    again = json.loads(setup(["create-company", "--name", "Later", "--platform", "Shopify", "--reuse", "--json"],
+                             env).stdout)
+    assert again["company_id"] == second["company_id"] and again["connection_id"] != second["connection_id"]
+    assert not again["reused_connection"] and "?otp=" in again["link_url"]  # a fresh link to send
+
+
 # --- 5. --config anywhere, | head, refresh during a sync, --reuse twice -----------------------------------
 def test_config_before_or_after_the_subcommand(start_sandbox, tmp_path):
     sandbox = start_sandbox(companies=1)

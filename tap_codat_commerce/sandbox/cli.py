@@ -70,6 +70,9 @@ def parser() -> argparse.ArgumentParser:
                         help="requests per minute before 429 with Retry-After (0 = off)")
     faults.add_argument("--daily-quota", type=_non_negative(int), default=0,
                         help="requests per day before 429 with Retry-After until midnight UTC (0 = off)")
+    size.add_argument("--one-time-links", action="store_true",
+                      help="new links carry ?otp=…, work once and expire a day after creation (Codat's "
+                           "opt-in since 2025)")
     faults.add_argument("--drift", action="store_true",
                         help="schema drift: unknown fields, numbers as strings, nulls where required")
     faults.add_argument("--page-size-cap", type=_non_negative(int), default=0,

@@ -670,7 +670,11 @@ class SandboxApp:
         link = re.fullmatch(rf"/_link/companies/({UUID})/connections/({UUID})/start", path)
         if link and method == "GET":
             connection = self.world.connection(link.group(1), link.group(2))
-            self.world.link(connection)
+            try:
+                self.world.open_link(connection, params.get("otp"))
+            except ApiError as exc:
+                page = f"<html><body><h1>Link not valid</h1><p>{exc.message}</p></body></html>"
+                return Response(exc.status, raw=page.encode(), content_type="text/html; charset=utf-8")
             page = (f"<html><body><h1>{connection.platform.name} connected</h1>"
                     "<p>You can close this window.</p></body></html>")
             return Response(200, raw=page.encode(), content_type="text/html; charset=utf-8")

@@ -7,7 +7,7 @@ import time
 import uuid
 import zlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .catalog import COMMERCE_DATA_TYPES, COMMERCE_PLATFORMS, OTHER_DATA_TYPES, PLATFORM_BY_KEY, Platform
@@ -53,6 +53,7 @@ class Settings:
     restamp_count: int = 1  # ... this many (the page's first), to a new later modifiedDate
     restamp_times: int = 0  # ... at most this many times (0: no limit)
     data_dir: str | None = None  # keep the world here across restarts (None: in memory only)
+    one_time_links: bool = False  # new links carry ?otp=…, work once and expire a day after creation
 
     @property
     def key(self) -> str:
@@ -228,9 +229,10 @@ class World:
 
     def _new_connection(self, company: Company, platform: Platform, connection_id: str,
                         created: str) -> Connection:
-        connection = Connection(
-            connection_id, company.id, platform, created,
-            f"{self.base_url}/_link/companies/{company.id}/connections/{connection_id}/start")
+        link = f"{self.base_url}/_link/companies/{company.id}/connections/{connection_id}/start"
+        if self.settings.one_time_links:
+            link += f"?otp={mix(self.id_seed, zlib.crc32(connection_id.encode())) & 0xFFFFFFFFFFFF:012x}"
+        connection = Connection(connection_id, company.id, platform, created, link)
         company.connections[connection_id] = connection
         return connection
 
@@ -286,6 +288,20 @@ class World:
             raise ApiError(400, f"Integration with key {platform_key} was not found.")
         serial = sum(len(c.connections) for c in self.companies.values())
         return self._new_connection(company, platform, make_uuid(self.id_seed, 90_000 + serial), now_iso())
+
+    def open_link(self, connection: Connection, otp: str | None, now: datetime | None = None) -> None:
+        """The business opens the connection's linkUrl. A one-time link (``?otp=``) works once and
+        expires a day after the connection was created: else ApiError 410."""
+        if "otp=" in connection.link_url:
+            expected = connection.link_url.split("otp=", 1)[1]
+            created = datetime.fromisoformat(connection.created.replace("Z", "+00:00"))
+            if otp != expected:
+                raise ApiError(410, "This link is not valid: it has no or another one-time code.")
+            if connection.status != "PendingAuth":
+                raise ApiError(410, "This one-time link has already been used.")
+            if (now or datetime.now(UTC)) - created > timedelta(days=1):
+                raise ApiError(410, "This one-time link has expired (links are valid for one day).")
+        self.link(connection)
 
     def link(self, connection: Connection) -> None:
         if connection.status == "Linked":
