@@ -70,7 +70,7 @@ def main() -> int:
     step("installing the Meltano plugins (tap-codat-commerce, target-jsonl)")
     run(meltano, "--log-level=warning", "install", "extractor", "tap-codat-commerce", env=env)
     run(meltano, "--log-level=warning", "install", "loader", "target-jsonl", env=env)
-    has_state = STATE_ID in run(meltano, "state", "list", env=env, capture=True)
+    has_state = STATE_ID in run(meltano, "--log-level=warning", "state", "list", env=env, capture=True)
     # An incremental run needs the world the state was made in, and the setup done in it.
     resumed = (SANDBOX_DATA / "world.json").exists() and ONBOARDED.exists() and has_state
 
