@@ -82,20 +82,26 @@ def write_config(directory: Path, base_url: str, api_key: str, **extra: Any) -> 
     return path
 
 
+LAST_TAP_CPU: list[float] = []  # CPU seconds (user + system) of the last run_tap
+
+
 def run_tap(config: Path, catalog: Path, stdout: Any = subprocess.DEVNULL) -> tuple[float, int]:
-    """(wall seconds, peak RSS in MB) of one tap run, measured in a fresh helper process."""
+    """(wall seconds, peak RSS in MB) of one tap run, measured in a fresh helper process
+    (its CPU seconds go to LAST_TAP_CPU)."""
     helper = (
         "import resource, subprocess, sys, time\n"
         "started = time.perf_counter()\n"
         "done = subprocess.run(sys.argv[1:], stdout=sys.stdout, stderr=subprocess.DEVNULL)\n"
         "elapsed = time.perf_counter() - started\n"
-        "sys.stderr.write(f'{elapsed} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} {done.returncode}')\n"
+        "usage = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+        "sys.stderr.write(f'{elapsed} {usage.ru_utime + usage.ru_stime} {usage.ru_maxrss} {done.returncode}')\n"
     )
     done = subprocess.run([sys.executable, "-c", helper, TAP, "--config", str(config), "--catalog", str(catalog)],
                           stdout=stdout, stderr=subprocess.PIPE, text=True, check=True)
-    elapsed, rss_kb, returncode = done.stderr.strip().split()[-3:]
+    elapsed, cpu, rss_kb, returncode = done.stderr.strip().split()[-4:]
     if returncode != "0":
         raise SystemExit(f"the tap failed (exit {returncode}) with {config}")
+    LAST_TAP_CPU[:] = [float(cpu)]
     return float(elapsed), int(rss_kb) // 1024
 
 
@@ -109,11 +115,13 @@ def served(base_url: str, api_key: str, path: str, total: int, page_size: int) -
 
 
 def floor_loop(base_url: str, api_key: str, company: str, connection: str, path: str, *,
-               page_size: int) -> tuple[float, int]:
-    """The plain loop: requests + orjson, the same RECORD lines as the tap, into /dev/null."""
+               page_size: int) -> tuple[float, int, float]:
+    """The plain loop: requests + orjson, the same RECORD lines as the tap, into /dev/null.
+    (records/s, records, CPU seconds)."""
     s = session(api_key)
     count = 0
     started = time.perf_counter()
+    cpu_started = time.process_time()
     with open(os.devnull, "wb") as out:
         page = 1
         while True:
@@ -127,7 +135,7 @@ def floor_loop(base_url: str, api_key: str, company: str, connection: str, path:
             if "next" not in body["_links"]:
                 break
             page += 1
-    return count / (time.perf_counter() - started), count
+    return count / (time.perf_counter() - started), count, time.process_time() - cpu_started
 
 
 def validate_output(directory: Path, catalog: Path, orders: int) -> int:
@@ -156,14 +164,18 @@ def cpu_bound(directory: Path, catalog: Path, orders: int, page_size: int) -> di
     with sandbox("--companies", "1", "--orders", str(orders)) as (base_url, api_key):
         company, connection, path = orders_path(base_url, api_key)
         served_rate = served(base_url, api_key, path, orders, page_size)
-        floor_rate, floor_count = floor_loop(base_url, api_key, company, connection, path, page_size=page_size)
+        floor_rate, floor_count, floor_cpu = floor_loop(base_url, api_key, company, connection, path,
+                                                        page_size=page_size)
         elapsed, rss = run_tap(write_config(directory, base_url, api_key, page_size=page_size), catalog)
+        tap_cpu = LAST_TAP_CPU[0]
     tap_rate = orders / elapsed
     return {"orders": orders, "page_size": page_size, "sandbox_served_per_s": round(served_rate),
             "floor_per_s": round(floor_rate),
             "floor_records": floor_count, "tap_per_s": round(tap_rate), "tap_seconds": round(elapsed, 2),
             "tap_vs_floor": round(tap_rate / floor_rate, 3), "served_vs_tap": round(served_rate / tap_rate, 2),
-            "tap_peak_rss_mb": rss}
+            "tap_peak_rss_mb": rss, "floor_cpu_us_per_record": round(1e6 * floor_cpu / floor_count, 1),
+            "tap_cpu_us_per_record": round(1e6 * tap_cpu / orders, 1),
+            "tap_cpu_vs_floor": round((tap_cpu / orders) / (floor_cpu / floor_count), 2)}
 
 
 def latency_bound(directory: Path, catalog: Path, connections: int, latency_ms: int) -> dict[str, Any]:
@@ -269,6 +281,9 @@ def print_table(results: dict[str, Any]) -> None:
             (f"(a) floor: requests+orjson loop ({a['page_size']}/page)", f"{a['floor_per_s']:,} rec/s", "1.00"),
             (f"(a) tap into /dev/null ({a['page_size']}/page)", f"{a['tap_per_s']:,} rec/s",
              f"{a['tap_vs_floor']:.2f} of floor (goal >= 0.50)"),
+            ("(a) CPU per record: floor / tap (whole process)",
+             f"{a['floor_cpu_us_per_record']} / {a['tap_cpu_us_per_record']} us",
+             f"tap {a['tap_cpu_vs_floor']}x the floor (goal <= 1.2)"),
             ("(a) tap output validated", f"{results['validated_orders']:,} orders", "schema + formats"),
         ]
     if b := results.get("b_latency_bound"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -19,7 +20,8 @@ BIN = Path(sys.executable).parent
 # Tests point these elsewhere so that a user's own quick-start output and state stay untouched.
 HOME = Path(os.environ.get("QUICKSTART_HOME", ROOT))
 OUTPUT = HOME / "output"
-RUNS = HOME / ".quickstart" / "runs"
+SANDBOX_DATA = HOME / ".codat-sandbox"  # the sandbox's world, kept across runs (the sandbox's default)
+ONBOARDED = HOME / ".quickstart" / "onboarded.json"  # what the setup created, for the next runs
 SUFFIX = os.environ.get("QUICKSTART_STATE_SUFFIX", "")
 STATE_ID = "dev:tap-codat-commerce-to-target-jsonl" + (f":{SUFFIX}" if SUFFIX else "")
 
@@ -29,11 +31,12 @@ def step(text: str) -> None:
 
 
 def run(*args: str, env: dict[str, str], capture: bool = False) -> str:
-    print("$ " + " ".join(args), flush=True)
+    shown = [Path(args[0]).name if Path(args[0]).parent == BIN else args[0], *args[1:]]
+    print("$ " + shlex.join(shown), flush=True)  # can be pasted as it is (with .venv/bin on PATH)
     done = subprocess.run(args, env=env, cwd=ROOT, text=True, check=False,
                           stdout=subprocess.PIPE if capture else None)
     if done.returncode != 0:
-        raise SystemExit(f"quickstart: `{' '.join(args)}` failed (exit {done.returncode})")
+        raise SystemExit(f"quickstart: `{shlex.join(shown)}` failed (exit {done.returncode})")
     return done.stdout or ""
 
 
@@ -45,47 +48,60 @@ def loaded_per_stream(before: set[Path]) -> Counter[str]:
     return counts
 
 
+def onboard(setup: str, env: dict[str, str]) -> dict[str, str]:
+    """The setup workflow a customer goes through, once per sandbox world."""
+    run(setup, "sync-settings", env=env)
+    onboarded = json.loads(run(setup, "create-company", "--name", "Quickstart Shop", "--platform",
+                               "Commerce Sandbox", "--reuse", "--json", env=env, capture=True))
+    print(f"company {onboarded['company_id']}, connection {onboarded['connection_id']}")
+    print(f"opening the linkUrl as the business would: {onboarded['link_url']}")
+    requests.get(onboarded["link_url"], timeout=30).raise_for_status()
+    run(setup, "wait", "--company", onboarded["company_id"], "--timeout", "120", "--interval", "0.5", env=env)
+    ONBOARDED.parent.mkdir(parents=True, exist_ok=True)
+    ONBOARDED.write_text(json.dumps(onboarded))
+    return onboarded
+
+
 def main() -> int:
-    RUNS.parent.mkdir(parents=True, exist_ok=True)
-    previous_runs = int(RUNS.read_text()) if RUNS.exists() else 0
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
            "TARGET_JSONL_DESTINATION_PATH": str(OUTPUT)}
+    meltano = str(BIN / "meltano")
 
     step("installing the Meltano plugins (tap-codat-commerce, target-jsonl)")
-    run(str(BIN / "meltano"), "--log-level=warning", "install", "extractor", "tap-codat-commerce", env=env)
-    run(str(BIN / "meltano"), "--log-level=warning", "install", "loader", "target-jsonl", env=env)
-    has_state = STATE_ID in run(str(BIN / "meltano"), "state", "list", env=env, capture=True)
-    incremental = has_state and previous_runs > 0
+    run(meltano, "--log-level=warning", "install", "extractor", "tap-codat-commerce", env=env)
+    run(meltano, "--log-level=warning", "install", "loader", "target-jsonl", env=env)
+    has_state = STATE_ID in run(meltano, "--log-level=warning", "state", "list", env=env, capture=True)
+    # An incremental run needs the world the state was made in, and the setup done in it.
+    resumed = (SANDBOX_DATA / "world.json").exists() and ONBOARDED.exists() and has_state
 
-    step("starting the Codat sandbox")
-    with sandbox_process("--seed", "42", "--companies", "3", "--orders", "500", "--sync-delay", "1") as (
-            base_url, api_key):
+    step(f"starting the Codat sandbox (its world is kept in {SANDBOX_DATA})")
+    with sandbox_process("--seed", "42", "--companies", "3", "--orders", "500", "--sync-delay", "1",
+                         "--data-dir", str(SANDBOX_DATA)) as (base_url, api_key):
         print(f"sandbox at {base_url}")
         env |= {"TAP_CODAT_COMMERCE_API_KEY": api_key, "TAP_CODAT_COMMERCE_BASE_URL": base_url}
-        if incremental:
-            step(f"run {previous_runs + 1}: the shops have moved on since the last run (sandbox clock advanced)")
-            for _ in range(previous_runs):
-                requests.post(f"{base_url}/_sandbox/advance", json={"seconds": 86_400}, timeout=60).raise_for_status()
-
-        step("setup: enable commerce sync settings, onboard a shop, link it, wait for its first sync")
+        if has_state and not resumed:
+            step("no sandbox world from the last run: its Meltano state is cleared so that this run reads "
+                 "everything")
+            run(meltano, "--log-level=warning", "state", "clear", "--force", STATE_ID, env=env)
         setup = str(BIN / "tap-codat-commerce-setup")
-        run(setup, "sync-settings", env=env)
-        onboarded = json.loads(run(setup, "create-company", "--name", "Quickstart Shop", "--platform",
-                                   "Commerce Sandbox", "--reuse", "--json", env=env, capture=True))
-        print(f"company {onboarded['company_id']}, connection {onboarded['connection_id']}")
-        print(f"opening the linkUrl as the business would: {onboarded['link_url']}")
-        requests.get(onboarded["link_url"], timeout=30).raise_for_status()
-        run(setup, "wait", "--company", onboarded["company_id"], "--timeout", "120", "--interval", "0.5", env=env)
+        if resumed:
+            onboarded = json.loads(ONBOARDED.read_text())
+            step(f"setup: done by an earlier run (company {onboarded['company_id']}); its status:")
+            run(setup, "status", "--company", onboarded["company_id"], env=env)
+            step("a day passes in the shops (sandbox clock advanced: records change, new ones appear)")
+            requests.post(f"{base_url}/_sandbox/advance", json={"seconds": 86_400}, timeout=60).raise_for_status()
+        else:
+            step("setup: enable commerce sync settings, onboard a shop, link it, wait for its first sync")
+            onboard(setup, env)
 
-        kind = "incremental run, from the last run's state" if incremental else "full first run"
+        kind = "incremental run, from the last run's state" if resumed else "full first run"
         step(f"meltano run tap-codat-commerce target-jsonl ({kind})")
         before = set(OUTPUT.glob("*.jsonl"))
         started = time.monotonic()
         suffix = ("--state-id-suffix", SUFFIX) if SUFFIX else ()
-        run(str(BIN / "meltano"), "--log-level=warning", "run", *suffix, "tap-codat-commerce", "target-jsonl",
+        run(meltano, "--log-level=warning", "run", *suffix, "tap-codat-commerce", "target-jsonl",
             env=env | {"LOGLEVEL": "WARNING"})
         elapsed = time.monotonic() - started
-    RUNS.write_text(str(previous_runs + 1))
 
     counts = loaded_per_stream(before)
     step(f"loaded into {OUTPUT}/ in {elapsed:.1f} s: {kind}")
@@ -93,7 +109,10 @@ def main() -> int:
     for stream in sorted(counts):
         print(f"  {stream:<{width}}  {counts[stream]:>7,}")
     print(f"  {'total':<{width}}  {sum(counts.values()):>7,}")
-    if not incremental:
+    if sum(counts.values()) == 0:
+        print("\nquickstart: nothing was loaded, which should not happen here", file=sys.stderr)
+        return 1
+    if not resumed:
         print("\nRun scripts/quickstart.sh again: the next run is incremental and loads only what changed.")
     return 0
 

@@ -15,6 +15,7 @@ from singer_sdk.helpers.types import Context
 from singer_sdk.schema.source import SchemaDirectory, StreamSchema
 
 from .codat.http import MAX_PAGE_SIZE, CodatClient, CodatError
+from .progress import TALLY, is_quiet, quiet_stream_logger
 from .readiness import Readiness
 from .state import IndexedStateManager
 
@@ -42,6 +43,7 @@ class CodatStream(Stream):
         super().__init__(tap, name=name)
         self._owner = tap
         self._prefetched: dict[tuple[Any, ...], Any] = {}
+        quiet_stream_logger(self.logger, quiet=not self.config.get("log_metrics"))
 
     @property
     def state_manager(self) -> IndexedStateManager:
@@ -93,10 +95,16 @@ class CodatStream(Stream):
 
     def log(self, message: str, *args: Any, level: int = logging.INFO, **kwargs: Any) -> None:
         # The SDK logs "unhandled error" at ERROR for every stream a failure passes through;
-        # a CodatError is reported once, as one line, by the tap.
-        if level >= logging.ERROR and isinstance(sys.exc_info()[1], CodatError):
+        # a CodatError (or a closed stdout) is reported once, as one line, by the tap.
+        if level >= logging.ERROR and isinstance(sys.exc_info()[1], CodatError | BrokenPipeError):
             level = logging.DEBUG
         super().log(message, *args, level=level, **kwargs)
+
+    def log_sync_costs(self) -> None:
+        """At the end of a run: with the quiet default log, one summary line (records, partitions)."""
+        if is_quiet() and (self.selected or self.has_selected_descendents):
+            self.logger.info("Synced %s", TALLY.summary(self.name))
+        super().log_sync_costs()
 
     @contextmanager
     def failure_context(self, company_id: str, connection_id: str | None = None) -> Iterator[None]:

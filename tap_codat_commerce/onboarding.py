@@ -9,8 +9,8 @@ Python API (each function takes the shared :class:`CodatClient`) and the console
     tap-codat-commerce-setup refresh --company ID [--data-type T]
     tap-codat-commerce-setup wait --company ID [--timeout S]
 
-Settings as the tap's: ``--config FILE`` or ``TAP_CODAT_COMMERCE_API_KEY`` /
-``TAP_CODAT_COMMERCE_BASE_URL``.
+Settings as the tap's: ``--config FILE`` (before or after the subcommand), then
+``TAP_CODAT_COMMERCE_API_KEY`` / ``TAP_CODAT_COMMERCE_BASE_URL`` for what the file leaves out.
 """
 
 from __future__ import annotations
@@ -20,17 +20,35 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 from .codat.data_types import COMMERCE_DATA_TYPES, DataTypeStatus
 from .codat.http import CodatClient, CodatError, RetryPolicy
-from .codat.operations import data_status, refresh, wait_for_sync
+from .codat.operations import (
+    CONNECTION_STATES,
+    SyncInProgressError,
+    commerce_connections,
+    data_status,
+    refresh,
+    wait_for_sync,
+)
 from .codat.paging import PageStream, records_of
-from .settings import DEFAULT_BASE_URL, settings_errors
+from .settings import DEFAULT_BASE_URL, SettingsError, gather_settings, settings_errors
 
 COMPANY_NAME = re.compile(r"^[A-Za-z0-9\s\-',&@.?!]+$")
+# The settings the setup command reads (a subset of the tap's), typed for the environment.
+SETUP_SETTINGS: dict[str, dict[str, Any]] = {
+    "api_key": {"type": "string", "secret": True}, "base_url": {"type": "string"},
+    "max_retries": {"type": "integer"}, "request_timeout": {"type": "number"},
+}
+ONE_TIME_LINK_LIFETIME = timedelta(days=1)
+# How long `wait` lets a linked company show no queued sync at all before saying nothing is coming.
+NEVER_QUEUED_GRACE_S = 60.0
+ONE_TIME_LINKS = ("If your Codat client uses one-time links (since 2025; the link carries ?otp=…), it works once "
+                  "and expires after a day: send it promptly.")
 
 
 class SetupError(CodatError):
@@ -83,6 +101,8 @@ class Onboarded:
     platform: str
     link_url: str
     reused_company: bool = False
+    reused_connection: bool = False
+    status: str = "PendingAuth"  # the connection's: PendingAuth until the business opens link_url
 
 
 def commerce_platforms(client: CodatClient) -> list[dict[str, Any]]:
@@ -116,13 +136,34 @@ def find_company(client: CodatClient, name: str) -> dict[str, Any] | None:
                 None)
 
 
+def one_time_link_expired(connection: dict[str, Any], now: datetime | None = None) -> bool:
+    """A one-time link (``?otp=``) is valid for a day after the connection was created."""
+    if "otp=" not in str(connection.get("linkUrl") or ""):
+        return False
+    try:
+        created = datetime.fromisoformat(str(connection.get("created")))
+    except ValueError:
+        return True  # no creation time to trust: a new connection gives a fresh link
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return (now or datetime.now(UTC)) - created > ONE_TIME_LINK_LIFETIME
+
+
 def create_company(client: CodatClient, name: str, platform: str, *, reuse: bool = False,
                    description: str | None = None) -> Onboarded:
-    """Create (or reuse) a company and a commerce connection whose linkUrl the customer opens."""
+    """Create a company and a commerce connection whose linkUrl the customer opens. With ``reuse``, a
+    company of the same name is used instead, and so is its connection to the same platform
+    (Linked, or PendingAuth with a link still valid) if it has one: running it twice adds nothing."""
     name = check_company_name(name)
     integration = resolve_platform(client, platform)  # before anything is created
     company = find_company(client, name) if reuse else None
     reused = company is not None
+    if company is not None:
+        for existing in commerce_connections(client, company["id"]):
+            if existing.get("integrationKey") == integration["key"] and (existing.get("status") == "Linked" or (
+                    existing.get("status") == "PendingAuth" and not one_time_link_expired(existing))):
+                return Onboarded(company["id"], company["name"], existing["id"], integration["name"],
+                                 existing.get("linkUrl") or "", True, True, existing["status"])
     if company is None:
         body: dict[str, Any] = {"name": name}
         if description:
@@ -147,26 +188,45 @@ def create_company(client: CodatClient, name: str, platform: str, *, reuse: bool
 
 
 # --- command line ---------------------------------------------------------------------------------
-def client_from(config_path: str | None) -> CodatClient:
-    """The tap's client from ``--config`` or the TAP_CODAT_COMMERCE_* environment variables."""
-    config: dict[str, Any] = {}
-    if config_path:
-        try:
-            with open(config_path) as handle:
-                config = json.load(handle)
-        except OSError as exc:
-            raise SetupError(f"cannot read --config {config_path}: {exc.strerror}") from None
-        except json.JSONDecodeError as exc:
-            raise SetupError(f"--config {config_path} is not valid JSON (line {exc.lineno})") from None
-    api_key = config.get("api_key") or os.environ.get("TAP_CODAT_COMMERCE_API_KEY")
-    base_url = config.get("base_url") or os.environ.get("TAP_CODAT_COMMERCE_BASE_URL") or DEFAULT_BASE_URL
+def client_from(config_path: str | None, environ: Mapping[str, str] | None = None) -> CodatClient:
+    """The tap's client from ``--config`` and, for what it leaves out, the TAP_CODAT_COMMERCE_*
+    environment variables (the tap's own rule). Raises SetupError naming the file or setting."""
+    try:
+        config = gather_settings([config_path] if config_path else [], SETUP_SETTINGS,
+                                 os.environ if environ is None else environ)
+    except SettingsError as exc:
+        raise SetupError(exc.lines[0]) from None
+    api_key = config.get("api_key")
+    base_url = config.get("base_url") or DEFAULT_BASE_URL
     errors = [e for e in settings_errors({"api_key": api_key, "base_url": base_url})
               if e.startswith(("api_key", "base_url"))]
     if errors:
-        hint = " (set api_key in --config or TAP_CODAT_COMMERCE_API_KEY)" if errors[0].startswith("api_key") else ""
-        raise SetupError(errors[0] + hint)
+        raise SetupError(errors[0])
     return CodatClient(base_url, str(api_key), retry=RetryPolicy(max_tries=int(config.get("max_retries", 5))),
                        timeout=float(config.get("request_timeout", 60)), user_agent="tap-codat-commerce-setup")
+
+
+def linked_connections(client: CodatClient, company_id: str) -> list[dict[str, Any]]:
+    """The company's Linked commerce connections. Raises SetupError, in one line saying what the
+    business has to do, when there is none (so nothing can sync: waiting would wait for nothing)."""
+    connections = commerce_connections(client, company_id)
+    linked = [c for c in connections if c.get("status") == "Linked"]
+    if linked:
+        return linked
+    pending = [c for c in connections if c.get("status") == "PendingAuth"]
+    if pending:
+        first = pending[0]
+        raise SetupError(f"company {company_id}: the business has not opened the link yet (connection {first['id']}, "
+                         f"{first.get('platformName')}, PendingAuth), so nothing can sync; send them "
+                         f"{first.get('linkUrl')}")
+    if connections:
+        first = connections[0]
+        raise SetupError(f"company {company_id}: connection {first['id']} ({first.get('platformName')}) is "
+                         f"{first.get('status')}, so nothing can sync; the business must link again "
+                         f"(tap-codat-commerce-setup create-company --name NAME --platform P --reuse gives a new "
+                         "link)")
+    raise SetupError(f"company {company_id} has no commerce connection; add one with tap-codat-commerce-setup "
+                     "create-company --name NAME --platform P --reuse")
 
 
 class Progress:
@@ -203,31 +263,49 @@ def _print_table(rows: Iterable[tuple[str, ...]], out: TextIO) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
+    config_help = ("the tap's config JSON (api_key, base_url); what it leaves out is read from "
+                   "TAP_CODAT_COMMERCE_API_KEY / TAP_CODAT_COMMERCE_BASE_URL")
+    # --config before or after the subcommand: the subcommand's copy only sets it when given there.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     p = argparse.ArgumentParser(prog="tap-codat-commerce-setup",
                                 description="Prepare Codat for tap-codat-commerce: sync settings, companies, syncs.")
-    p.add_argument("--config", help="the tap's config JSON (api_key, base_url); else TAP_CODAT_COMMERCE_* variables")
+    p.add_argument("--config", help=config_help)
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("sync-settings", help="enable every commerce data type in the profile sync settings")
+    s = sub.add_parser("sync-settings", parents=[common],
+                       help="enable every commerce data type in the profile sync settings")
     s.add_argument("--schedule-hours", type=int, default=24, help="hours between automatic syncs (default 24)")
     s.add_argument("--dry-run", action="store_true", help="print what would change; change nothing")
-    c = sub.add_parser("create-company", help="create a company and a commerce connection; print its linkUrl")
+    c = sub.add_parser("create-company", parents=[common],
+                       help="create a company and a commerce connection; print its linkUrl")
     c.add_argument("--name", required=True)
     c.add_argument("--platform", required=True, help="a commerce platform name (WooCommerce) or key (ltpp)")
     c.add_argument("--description")
-    c.add_argument("--reuse", action="store_true", help="reuse a company of the same name instead of a duplicate")
+    c.add_argument("--reuse", action="store_true",
+                   help="reuse a company of the same name, and its connection to the platform if it has one")
     c.add_argument("--json", action="store_true", help="print JSON for machines")
-    st = sub.add_parser("status", help="per commerce data type: status, last sync, readable now")
+    st = sub.add_parser("status", parents=[common],
+                        help="each commerce connection's state (and link), then each data type's sync status")
     st.add_argument("--company", required=True)
     st.add_argument("--json", action="store_true")
-    r = sub.add_parser("refresh", help="queue a sync of one data type, or of every enabled one")
+    r = sub.add_parser("refresh", parents=[common], help="queue a sync of one data type, or of every enabled one")
     r.add_argument("--company", required=True)
     r.add_argument("--data-type", help="e.g. commerce-orders, orders, commerce-info (company info)")
     r.add_argument("--connection", help="only this connection")
-    w = sub.add_parser("wait", help="wait until every enabled commerce data type has synced or failed")
+    w = sub.add_parser("wait", parents=[common],
+                       help="wait until every enabled commerce data type has synced or failed")
     w.add_argument("--company", required=True)
     w.add_argument("--timeout", type=float, default=600, help="seconds (default 600)")
     w.add_argument("--interval", type=float, default=2, help="seconds between polls (default 2)")
     return p
+
+
+def _link_lines(status: str, link_url: str) -> str:
+    if status != "PendingAuth":
+        return f"linkUrl {link_url}\nThe connection is {status}: {CONNECTION_STATES.get(status, status)}.\n"
+    return (f"linkUrl {link_url}\n"
+            "Send the linkUrl to the business: opening it authorises access and starts the first sync.\n"
+            f"{ONE_TIME_LINKS}\n")
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -250,30 +328,60 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             out.write(json.dumps(asdict(onboarded)) + "\n")
         else:
             action = "reused" if onboarded.reused_company else "created"
+            connection_action = ", reused" if onboarded.reused_connection else ""
             out.write(f"company {onboarded.company_id} ({onboarded.company_name}, {action})\n"
-                      f"connection {onboarded.connection_id} ({onboarded.platform}, PendingAuth)\n"
-                      f"linkUrl {onboarded.link_url}\n"
-                      "Send the linkUrl to the business: opening it authorises access and starts the first sync.\n")
+                      f"connection {onboarded.connection_id} ({onboarded.platform}, {onboarded.status}"
+                      f"{connection_action})\n" + _link_lines(onboarded.status, onboarded.link_url))
         return 0
     if args.command == "status":
+        connections = commerce_connections(client, args.company)
         statuses = data_status(client, args.company)
         if args.json:
-            out.write(json.dumps([asdict(s) for s in statuses]) + "\n")
+            out.write(json.dumps({"connections": [
+                {"id": c["id"], "platform": c.get("platformName"), "status": c.get("status"),
+                 "linkUrl": c.get("linkUrl"), "lastSync": c.get("lastSync")} for c in connections],
+                "data_types": [asdict(s) for s in statuses]}) + "\n")
+            return 0
+        if connections:
+            _print_table([("connection", "platform", "state", "meaning")] + [
+                (c["id"], str(c.get("platformName")), str(c.get("status")),
+                 CONNECTION_STATES.get(str(c.get("status")), "")) for c in connections], out)
         else:
-            _print_table([("data type", "status", "last successful sync", "readable")] + [
-                (s.data_type, s.status, s.last_successful_sync or "-", "yes" if s.readable else "no")
-                for s in statuses], out)
+            out.write("no commerce connection: add one with create-company --reuse\n")
+        for c in connections:
+            if c.get("status") == "PendingAuth":
+                out.write(f"  send to the business: {c.get('linkUrl')}\n")
+        if any(c.get("status") == "PendingAuth" for c in connections):
+            out.write(f"  {ONE_TIME_LINKS}\n")
+        out.write("\n")
+        _print_table([("data type", "status", "last successful sync", "readable")] + [
+            (s.data_type, s.status, s.last_successful_sync or "-", "yes" if s.readable else "no")
+            for s in statuses], out)
         return 0
     if args.command == "refresh":
-        queued = refresh(client, args.company, args.data_type, args.connection)
+        linked_connections(client, args.company)  # nothing is queued on an unlinked connection
+        try:
+            queued = refresh(client, args.company, args.data_type, args.connection)
+        except SyncInProgressError as exc:
+            raise SetupError(f"{exc}; run `tap-codat-commerce-setup wait --company {args.company}` first, then "
+                             "refresh") from None
         out.write(f"queued: {', '.join(queued)}\n")
         return 0
+    linked_connections(client, args.company)  # waiting on a link nobody opened would only time out
     progress = Progress(err)
-    result = wait_for_sync(client, args.company, timeout=args.timeout, interval=args.interval, on_progress=progress)
+    result = wait_for_sync(client, args.company, timeout=args.timeout, interval=args.interval, on_progress=progress,
+                           never_queued_grace=min(NEVER_QUEUED_GRACE_S, args.timeout))
     progress.finish()
+    not_queued = result.not_queued
+    if (result.never_queued or result.timed_out) and not_queued and len(not_queued) == len(result.pending):
+        err.write(f"tap-codat-commerce-setup: error: no sync of {', '.join(not_queued)} was ever queued for company "
+                  f"{args.company}, so there is nothing to wait for; enable them (tap-codat-commerce-setup "
+                  f"sync-settings), then `tap-codat-commerce-setup refresh --company {args.company}`\n")
+        return 1
     if result.timed_out:
         err.write(f"tap-codat-commerce-setup: error: timed out after {result.waited_s:.0f} s; still syncing: "
-                  f"{', '.join(result.pending)}\n")
+                  f"{', '.join(result.pending)} (Codat pauses and retries fetches on platform errors; run wait "
+                  "again, or see status)\n")
         return 1
     if result.failed:
         err.write(f"tap-codat-commerce-setup: error: sync failed for {', '.join(result.failed)}\n")
@@ -285,7 +393,14 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return run(args, sys.stdout, sys.stderr)
+        code = run(args, sys.stdout, sys.stderr)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # the reader (`| head`) has all it wanted: stop quietly; Python must not flush into the pipe again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except CodatError as exc:
         sys.stderr.write(f"tap-codat-commerce-setup: error: {exc}\n")
         return 1

@@ -20,6 +20,7 @@ from .codat.http import CodatError, RequestFailedError
 from .codat.operations import refresh, wait_for_sync
 from .codat.paging import KeysetStream, PageStream, records_of
 from .normalise import build_normaliser
+from .progress import TALLY
 from .readiness import Skipped
 from .state import IntervalStateWriter
 
@@ -66,6 +67,7 @@ class CompaniesStream(CodatStream):
         writer = self._owner.state_writer
         assert isinstance(writer, IntervalStateWriter)
         writer.restart()
+        TALLY.reset()
         try:
             yield from self._companies_with_lookahead()
         finally:
@@ -88,6 +90,7 @@ class CompaniesStream(CodatStream):
         # and the client bounds pages of records waiting unread.
         lookahead = 2 * self.client.max_concurrency
         for position, company in enumerate(mine):
+            self.logger.info("Company %d/%d: %s (%s)", position + 1, len(mine), company.get("name"), company["id"])
             for upcoming in mine[position:position + lookahead]:
                 self.readiness.prefetch(upcoming["id"], (ranks[upcoming["id"]],))
                 connections.prefetch({"companyId": upcoming["id"]})

@@ -2,22 +2,67 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
+import os
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+import click
+import jsonschema
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.tap_base import CliTestOptionValue
 
 from .codat.data_types import COMMERCE_ENDPOINTS
 from .codat.http import MAX_PAGE_SIZE, CodatClient, CodatError, RetryPolicy
+from .connection_test import run_connection_test
 from .output import OrjsonWriter
+from .progress import quiet_sdk_logs
 from .readiness import Readiness
-from .settings import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY, DEFAULT_PAGE_SIZE, settings_errors
+from .settings import (
+    DEFAULT_BASE_URL,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_PAGE_SIZE,
+    SettingsError,
+    company_id_list,
+    gather_settings,
+    settings_errors,
+    settings_from_environment,
+)
 from .state import DEFAULT_STATE_INTERVAL, IntervalStateWriter
 from .streams import CommerceStream, CompaniesStream, ConnectionsStream
+
+HELP = """Extract Codat commerce data (companies, connections and eleven commerce data types) as Singer
+messages on stdout.
+
+\b
+Settings: --config FILE (JSON; may be given more than once), then TAP_CODAT_COMMERCE_<SETTING>
+environment variables for whatever the files leave out; --config ENV makes the environment win.
+  tap-codat-commerce --config config.json > records.jsonl
+  TAP_CODAT_COMMERCE_API_KEY=... tap-codat-commerce > records.jsonl
+  tap-codat-commerce --config config.json --test     (check the key, companies, connections)
+  tap-codat-commerce --about                         (every setting)
+
+\b
+Before the first run: tap-codat-commerce-setup (sync settings, companies, links, first sync).
+To try it without a Codat account: tap-codat-commerce-sandbox (a local Codat-compatible API).
+"""
+
+
+@dataclass
+class CommandLineSettings:
+    """What ``--config`` gave: the settings merged from files and environment (shape of the SDK's
+    own config input: ``config`` and ``parse_env``)."""
+
+    config: dict[str, Any] = field(default_factory=dict)
+    parse_env: bool = False
+    problems: list[str] = field(default_factory=list)  # unreadable files, bad variables: one line each
 
 
 class _NullBookmarkNotice(logging.Filter):
@@ -46,8 +91,10 @@ class TapCodatCommerce(Tap):
                     description="Codat API base URL. https is required except on loopback (the sandbox)."),
         th.Property("start_date", th.DateTimeType, title="Start date",
                     description="Read records modified on or after this date where no bookmark exists yet."),
-        th.Property("company_ids", th.ArrayType(th.StringType), title="Company IDs",
-                    description="Only these companies (UUIDs). Default: every company of the client."),
+        th.Property("company_ids", th.CustomType({"type": ["array", "string", "null"], "items": {"type": "string"}}),
+                    title="Company IDs",
+                    description="Only these companies (UUIDs): a JSON array, or one string of ids separated by "
+                                "commas or spaces. Default: every company of the client."),
         th.Property("page_size", th.IntegerType, default=DEFAULT_PAGE_SIZE, title="Page size",
                     description=f"Records per request, 1-{MAX_PAGE_SIZE} (Codat's maximum)."),
         th.Property("max_concurrency", th.IntegerType, default=DEFAULT_CONCURRENCY, title="Max concurrency",
@@ -77,28 +124,70 @@ class TapCodatCommerce(Tap):
                     description="Write a STATE at most every this many seconds (and when the sync ends or "
                                 "fails); 0 writes one after every connection and data type, as the SDK does. "
                                 "A resumed run re-reads at most this much work."),
+        th.Property("log_metrics", th.BooleanType, default=False, title="Log metrics",
+                    description="Log the SDK's METRIC lines and per-partition sync messages. Default: one "
+                                "progress line per company and a summary per stream at the end."),
     ).to_dict()
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *, config: Any = None, parse_env_config: bool = False, validate_config: bool = True,
+                 **kwargs: Any) -> None:
         self.company_rank: dict[str, int] = {}  # company id → its place in the sync (fetch-ahead priority)
-        super().__init__(*args, **kwargs)
-        if kwargs.get("validate_config", True):
-            self.check_settings()
+        if isinstance(config, Mapping):
+            config = dict(config)
+            if parse_env_config:  # as the SDK does: the environment wins over the dict
+                try:
+                    config |= settings_from_environment(self.settings_properties(), os.environ)
+                except SettingsError as exc:
+                    raise ConfigValidationError(exc.lines[0], errors=exc.lines) from None
+                parse_env_config = False
+            if validate_config:
+                errors = self.config_errors(config)
+                if errors:
+                    raise ConfigValidationError(errors[0], errors=errors)
+            if config.get("company_ids") is not None:
+                with contextlib.suppress(ValueError):  # not validated (discovery): left as given
+                    config["company_ids"] = company_id_list(config["company_ids"])
+        quiet_sdk_logs(self.name, quiet=not (isinstance(config, Mapping) and config.get("log_metrics")))
+        super().__init__(config=config, parse_env_config=parse_env_config, validate_config=validate_config,
+                         **kwargs)
 
-    def check_settings(self) -> None:
-        """What JSON Schema cannot say, each failure as one line naming the setting."""
-        errors = list(settings_errors(self.config))
-        if errors:
-            raise ConfigValidationError("Config validation failed", errors=errors)
+    @classmethod
+    def settings_properties(cls) -> dict[str, dict[str, Any]]:
+        """Every setting's JSON Schema, the SDK's built-in ones (stream maps, flattening) included."""
+        schema = copy.deepcopy(cls.config_jsonschema)
+        cls.append_builtin_config(schema)
+        return dict(schema.get("properties") or {})
+
+    @classmethod
+    def config_errors(cls, config: Mapping[str, Any]) -> list[str]:
+        """Every problem with ``config``, one line each, each naming its setting (no SDK wording)."""
+        schema = copy.deepcopy(cls.config_jsonschema)
+        cls.append_builtin_config(schema)
+        schema.pop("required", None)  # a missing setting is reported by settings_errors, with its sources
+        lines: dict[str, str] = {}
+        validator = jsonschema.validators.validator_for(schema)(schema)
+        properties = schema.get("properties") or {}
+        for error in validator.iter_errors(dict(config)):
+            setting = str(error.path[0]) if error.path else "config"
+            message = error.message
+            if (properties.get(setting) or {}).get("secret"):  # never echo a key, even a malformed one
+                message = f"the value (not shown) fails its {error.validator!r} check: {error.validator_value!r}"
+            lines.setdefault(setting, f"{setting}: {message}")
+        for line in settings_errors(config):
+            lines.setdefault(line.split(":", 1)[0], line)
+        return list(lines.values())
 
     @cached_property
     def client(self) -> CodatClient:
+        return self.new_client(max_tries=int(self.config.get("max_retries", 8)))
+
+    def new_client(self, *, max_tries: int) -> CodatClient:
+        """A CodatClient from the settings, trying each request up to ``max_tries`` times."""
         config = self.config
         return CodatClient(
             config.get("base_url") or DEFAULT_BASE_URL,
             config.get("api_key") or "",
-            retry=RetryPolicy(max_tries=int(config.get("max_retries", 8)),
-                              max_retry_after=float(config.get("max_retry_after", 300))),
+            retry=RetryPolicy(max_tries=max_tries, max_retry_after=float(config.get("max_retry_after", 300))),
             timeout=float(config.get("request_timeout", 120)),
             max_concurrency=int(config.get("max_concurrency", DEFAULT_CONCURRENCY)),
             user_agent=f"{self.name}/{self.plugin_version}",
@@ -126,14 +215,84 @@ class TapCodatCommerce(Tap):
             *(CommerceStream(self, endpoint) for endpoint in COMMERCE_ENDPOINTS),
         ]
 
+    def check_connection(self) -> bool:
+        """``--test``: what it checks, one line each, and whether it passed (see connection_test.py)."""
+        # A test answers in seconds: at most 3 tries per request, not the sync's max_retries.
+        client = self.new_client(max_tries=min(3, int(self.config.get("max_retries", 8))))
+        return run_connection_test(client, self.config, self.logger)
+
+    # --- command line -----------------------------------------------------------------------
     @classmethod
     def invoke(cls, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        """Run the sync; a Codat failure ends it with one clear line and exit code 1."""
+        """Run the sync; a bad setting or a Codat failure ends it with one clear line and exit code 1."""
+        given = kwargs.get("config")
+        if isinstance(given, CommandLineSettings) and given.problems and not kwargs.get("about"):
+            for line in given.problems:
+                cls.logger.error("%s", line)
+            sys.exit(1)
         try:
             super().invoke(*args, **kwargs)
+        except ConfigValidationError as exc:
+            cls.report_bad_settings(exc)
+            sys.exit(1)
         except CodatError as exc:
             cls.logger.error("Sync failed: %s", exc)
             sys.exit(1)
+        except BrokenPipeError:
+            # Python must not flush into the closed pipe again on exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            cls.logger.error("Sync stopped: whatever reads stdout (the target) closed it before the end")
+            sys.exit(1)
+
+    @classmethod
+    def report_bad_settings(cls, exc: ConfigValidationError) -> None:
+        for line in exc.errors or [str(exc)]:
+            cls.logger.error("%s", line)
+
+    @classmethod
+    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> Any:  # type: ignore[override]
+        """``--config``: files in order, then the environment for what they leave out. An unreadable
+        file or a bad variable is kept as a problem: a sync or ``--test`` reports it (one line each,
+        exit code 1); ``--about`` and ``--discover`` need no settings and go on."""
+        try:
+            return CommandLineSettings(gather_settings(value, cls.settings_properties(), os.environ))
+        except SettingsError as exc:
+            return CommandLineSettings(problems=exc.lines)
+
+    @classmethod
+    def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:  # type: ignore[override]
+        """``--test``: check the settings, the API key, companies, connections and one record of each
+        data type; exit code 0 when it passed, 1 when it did not (``--test=schema``: the SCHEMA messages)."""
+        if value == CliTestOptionValue.Disabled.value:
+            return
+        config = ctx.params.get("config") or CommandLineSettings()
+        if config.problems:
+            for line in config.problems:
+                cls.logger.error("%s", line)
+            ctx.exit(1)
+        try:
+            tap = cls(config=config.config, parse_env_config=config.parse_env, validate_config=True)
+        except ConfigValidationError as exc:
+            cls.report_bad_settings(exc)
+            ctx.exit(1)
+        if value == CliTestOptionValue.Schema.value:
+            tap.write_schemas()
+            ctx.exit(0)
+        ctx.exit(0 if tap.check_connection() else 1)
+
+    @classmethod
+    def get_singer_command(cls) -> click.Command:
+        command = super().get_singer_command()
+        command.help = HELP
+        for option in command.params:
+            if option.name == "config" and isinstance(option, click.Option):
+                option.help = ("Settings file (JSON), or ENV; settings missing from the files are read from "
+                               "TAP_CODAT_COMMERCE_<SETTING> environment variables.")
+            elif option.name == "test" and isinstance(option, click.Option):
+                option.help = ("Check the settings, the API key, the companies and connections, and read one "
+                               "record of each data type; say what passed, exit 1 on failure. "
+                               "--test=schema prints the SCHEMA messages.")
+        return command
 
 
 if __name__ == "__main__":

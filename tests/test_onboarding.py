@@ -58,7 +58,8 @@ def test_the_whole_workflow_as_a_user_runs_it(start_sandbox, tmp_path):
     assert onboarded["platform"] == "Commerce Sandbox" and onboarded["link_url"].startswith(sandbox.base_url)
 
     before = setup_cli(["--config", config, "status", "--company", onboarded["company_id"], "--json"])
-    assert {s["status"] for s in json.loads(before.stdout)} == {"NeverSynced"}
+    assert {s["status"] for s in json.loads(before.stdout)["data_types"]} == {"NeverSynced"}
+    assert [c["status"] for c in json.loads(before.stdout)["connections"]] == ["PendingAuth"]
 
     assert requests.get(onboarded["link_url"], timeout=10).status_code == 200  # the business authorises
 
@@ -68,7 +69,7 @@ def test_the_whole_workflow_as_a_user_runs_it(start_sandbox, tmp_path):
     assert progress and "waiting on" in progress[0] and progress[-1].startswith("11/11")  # plain lines, no tty
 
     status = json.loads(setup_cli(["--config", config, "status", "--company", onboarded["company_id"],
-                                   "--json"]).stdout)
+                                   "--json"]).stdout)["data_types"]
     assert all(s["status"] == "Complete" and s["readable"] for s in status)
 
     run = run_tap(tap_config(sandbox, company_ids=[onboarded["company_id"]]))
@@ -97,7 +98,9 @@ def test_reuse_does_not_duplicate_a_company(start_sandbox):
     first = create_company(client, "Twice Ltd", "Shopify")
     second = create_company(client, "Twice Ltd", "fztf", reuse=True)
     assert second.company_id == first.company_id and second.reused_company
-    assert second.connection_id != first.connection_id
+    assert second.connection_id == first.connection_id and second.reused_connection  # same platform: same one
+    third = create_company(client, "Twice Ltd", "Square", reuse=True)
+    assert third.company_id == first.company_id and third.connection_id != first.connection_id
     assert [c["name"] for c in Api(sandbox).companies()] == ["Twice Ltd"]
 
 

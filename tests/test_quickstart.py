@@ -32,8 +32,12 @@ def test_quickstart_runs_full_then_incremental(tmp_path):
     full = loaded(first)
     assert full["orders"] == 2000 and full["transactions"] == 2500 and len(full) == 14  # 13 streams + total
     assert len(list((tmp_path / "output").glob("orders-*.jsonl"))) == 1
+    # every echoed command can be pasted: arguments with spaces are quoted
+    assert "$ tap-codat-commerce-setup create-company --name 'Quickstart Shop' --platform 'Commerce Sandbox'" in first
     second = quickstart(tmp_path, suffix)
     assert "incremental run, from the last run's state" in second
+    assert "setup: done by an earlier run" in second and "create-company" not in second  # not repeated
+    assert (tmp_path / ".codat-sandbox" / "world.json").exists()  # the sandbox's world was kept between runs
     incremental = loaded(second)
     assert 0 < incremental["orders"] < full["orders"] / 10
     assert incremental["total"] < full["total"] / 10

@@ -138,6 +138,7 @@ class CodatClient:
     def __init__(self, base_url: str, api_key: str, *, retry: RetryPolicy | None = None,
                  timeout: float = 120.0, max_concurrency: int = 1, user_agent: str = "tap-codat-commerce") -> None:
         self.base_url = base_url.rstrip("/")
+        self.host = urlsplit(self.base_url).netloc or self.base_url  # named in connection errors
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self.max_concurrency = max(1, max_concurrency)
@@ -213,7 +214,7 @@ class CodatClient:
                     response = self.session.request(method, url, params=params, json=json, timeout=self.timeout)
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                     requests.exceptions.ContentDecodingError) as exc:
-                problem = f"{type(exc).__name__.replace('Error', ' error').strip()}"
+                problem = f"{type(exc).__name__.replace('Error', ' error').strip()} reaching {self.host}"
             else:
                 status = response.status_code
                 if status < 400:

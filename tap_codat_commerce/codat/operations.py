@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .data_types import COMMERCE_DATA_TYPES, DATA_TYPE_ALIASES, DataTypeStatus
 from .http import CodatClient, CodatError, RequestFailedError
+from .paging import PageStream, records_of
 
 
 class UnknownCompanyError(CodatError):
@@ -16,6 +18,31 @@ class UnknownCompanyError(CodatError):
 
 class UnknownDataTypeError(CodatError):
     """A data type name that is none of the eleven commerce ones."""
+
+
+class SyncInProgressError(CodatError):
+    """Codat refused to queue a data type because its previous sync is still running (409)."""
+
+
+# A connection's states (Codat's DataConnectionStatus) and what each means for syncing.
+CONNECTION_STATES = {
+    "PendingAuth": "the business has not opened the link yet",
+    "Linked": "authorised: syncs run",
+    "Unlinked": "unlinked: old data readable, no new syncs",
+    "Deauthorized": "access withdrawn: old data readable, no new syncs until the business links again",
+}
+
+
+def commerce_connections(client: CodatClient, company_id: str) -> list[dict[str, Any]]:
+    """The company's commerce connections as Codat lists them (``status``, ``linkUrl``, ``platformName``…).
+    Raises UnknownCompanyError on 404."""
+    try:
+        connections = list(records_of(PageStream(client, f"/companies/{company_id}/connections", page_size=500)))
+    except RequestFailedError as exc:
+        if exc.status == 404:
+            raise UnknownCompanyError(f"no company with id {company_id}") from None
+        raise
+    return [c for c in connections if c.get("sourceType") == "Commerce"]
 
 
 def data_status(client: CodatClient, company_id: str) -> list[DataTypeStatus]:
@@ -48,7 +75,13 @@ def refresh(client: CodatClient, company_id: str, data_type: str | None = None,
         raise UnknownDataTypeError(
             f"unknown commerce data type {data_type!r}; one of: {', '.join(COMMERCE_DATA_TYPES)}")
     params = {"connectionId": connection_id} if connection_id else None
-    client.request("POST", f"/companies/{company_id}/data/queue/{resolved}", params=params)
+    try:
+        client.request("POST", f"/companies/{company_id}/data/queue/{resolved}", params=params)
+    except RequestFailedError as exc:
+        if exc.status == 409:
+            raise SyncInProgressError(f"{resolved} is still syncing for company {company_id} ({exc.codat_message})",
+                                      ) from None
+        raise
     return [resolved]
 
 
@@ -66,6 +99,12 @@ class WaitResult:
     timed_out: bool
     waited_s: float
     watched: list[str] = field(default_factory=list)
+    never_queued: bool = False  # gave up early: no watched data type had ever been queued
+
+    @property
+    def not_queued(self) -> list[str]:
+        """Watched data types Codat has no sync of at all (not enabled, or enabled after the link)."""
+        return [s.data_type for s in self.statuses if s.status == "NeverSynced" and s.data_type in self.watched]
 
     @property
     def failed(self) -> list[str]:
@@ -77,13 +116,16 @@ class WaitResult:
 
     @property
     def ok(self) -> bool:
-        return not self.timed_out and not self.failed
+        return not self.timed_out and not self.failed and not self.never_queued
 
 
 def wait_for_sync(client: CodatClient, company_id: str, *, timeout: float = 600, interval: float = 2,
-                  on_progress: Callable[[list[DataTypeStatus]], None] | None = None) -> WaitResult:
+                  on_progress: Callable[[list[DataTypeStatus]], None] | None = None,
+                  never_queued_grace: float | None = None) -> WaitResult:
     """Poll dataStatus every ``interval`` seconds until every enabled commerce data type is
-    Complete, NotSupported or failed, or ``timeout`` seconds have passed."""
+    Complete, NotSupported or failed, or ``timeout`` seconds have passed. With
+    ``never_queued_grace``, stop after that many seconds (``never_queued``) if none of them has
+    ever been queued: nothing is coming, and waiting longer would only reach the timeout."""
     watched = sorted(enabled_data_types(client, company_id)) or list(COMMERCE_DATA_TYPES)
     started = time.monotonic()
     while True:
@@ -96,4 +138,7 @@ def wait_for_sync(client: CodatClient, company_id: str, *, timeout: float = 600,
             return WaitResult(statuses, False, waited, watched)
         if waited >= timeout:
             return WaitResult(statuses, True, waited, watched)
+        if (never_queued_grace is not None and waited >= never_queued_grace
+                and all(s.status == "NeverSynced" for s in relevant)):
+            return WaitResult(statuses, False, waited, watched, never_queued=True)
         time.sleep(min(interval, max(timeout - waited, 0.05)))

@@ -48,6 +48,7 @@ class Sandbox:
             if self.settings.change_every > 0:
                 with self.app.world.lock:
                     self.app.world.advance()
+                    self.app.save()
 
     def stop(self) -> None:
         self._stopped.set()
@@ -55,6 +56,8 @@ class Sandbox:
         self.server.server_close()
         for thread in self._threads:
             thread.join(timeout=5)
+        with self.app.world.lock:
+            self.app.save()  # what reads changed since the last save (re-stamps) is kept too
 
     def __enter__(self) -> Sandbox:
         return self.start()

@@ -9,9 +9,13 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from . import Sandbox
+from .store import WorldStore, WorldStoreError
 from .world import Settings
+
+DEFAULT_DATA_DIR = ".codat-sandbox"
 
 
 def _rate(text: str) -> float:
@@ -37,6 +41,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=4010, help="port (default 4010; 0 picks a free one)")
     p.add_argument("--seed", type=int, default=42, help="seed for all generated data and faults (default 42)")
     p.add_argument("--api-key", help="the API key clients must send (default: derived from the seed)")
+    world = p.add_argument_group("the world kept across restarts (clock, changes, companies, connections, settings)")
+    world.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                       help=f"where the world is kept (default ./{DEFAULT_DATA_DIR}); a new directory starts a "
+                            "new world with ids of its own")
+    world.add_argument("--reset", action="store_true", help="forget the world kept in --data-dir and start over")
+    world.add_argument("--in-memory", action="store_true",
+                       help="keep nothing: a fresh world that is forgotten on stop (tests, benchmarks)")
     size = p.add_argument_group("size")
     size.add_argument("--companies", type=_non_negative(int), default=3,
                       help="pre-seeded companies, each with a linked commerce connection (default 3)")
@@ -59,6 +70,9 @@ def parser() -> argparse.ArgumentParser:
                         help="requests per minute before 429 with Retry-After (0 = off)")
     faults.add_argument("--daily-quota", type=_non_negative(int), default=0,
                         help="requests per day before 429 with Retry-After until midnight UTC (0 = off)")
+    size.add_argument("--one-time-links", action="store_true",
+                      help="new links carry ?otp=…, work once and expire a day after creation (Codat's "
+                           "opt-in since 2025)")
     faults.add_argument("--drift", action="store_true",
                         help="schema drift: unknown fields, numbers as strings, nulls where required")
     faults.add_argument("--page-size-cap", type=_non_negative(int), default=0,
@@ -79,13 +93,19 @@ def parser() -> argparse.ArgumentParser:
 @contextmanager
 def sandbox_process(*flags: str) -> Iterator[tuple[str, str]]:
     """Run the sandbox in its own process (``flags`` as on the command line; a free port unless
-    ``--port`` is given); yields its (base_url, api_key) and stops it afterwards."""
+    ``--port`` is given; in memory unless ``--data-dir`` is given); yields its (base_url, api_key)
+    and stops it afterwards."""
     port = () if "--port" in flags else ("--port", "0")
-    process = subprocess.Popen([sys.executable, "-m", "tap_codat_commerce.sandbox", *port, *flags],
+    memory = () if {"--data-dir", "--in-memory"} & set(flags) else ("--in-memory",)
+    process = subprocess.Popen([sys.executable, "-m", "tap_codat_commerce.sandbox", *port, *memory, *flags],
                                stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     try:
-        lines = [process.stdout.readline().strip() for _ in range(3)]
+        lines: list[str] = []
+        for line in process.stdout:  # the banner ends with its world= line (or the process ends)
+            lines.append(line.strip())
+            if line.startswith("world="):
+                break
         banner = dict(line.split("=", 1) for line in lines if "=" in line)
         if "api_key" not in banner:
             raise RuntimeError(f"the sandbox did not start (flags {' '.join(flags)})")
@@ -101,10 +121,18 @@ def sandbox_process(*flags: str) -> Iterator[tuple[str, str]]:
 def main(argv: list[str] | None = None) -> int:
     args = vars(parser().parse_args(argv))
     host, port = args.pop("host"), args.pop("port")
+    reset, in_memory = args.pop("reset"), args.pop("in_memory")
+    data_dir = None if in_memory else str(Path(args.pop("data_dir")).resolve())
+    args.pop("data_dir", None)
+    if reset and data_dir:
+        WorldStore(data_dir).reset()
     try:
-        sandbox = Sandbox(Settings(**args), host, port)
+        sandbox = Sandbox(Settings(**args, data_dir=data_dir), host, port)
     except OSError as exc:
         print(f"tap-codat-commerce-sandbox: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    except WorldStoreError as exc:
+        print(f"tap-codat-commerce-sandbox: {exc}", file=sys.stderr)
         return 1
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -113,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Codat sandbox listening on {sandbox.base_url}", flush=True)
     print(f"base_url={sandbox.base_url}", flush=True)
     print(f"api_key={sandbox.api_key}", flush=True)
+    store = sandbox.app.store
+    if store is None:
+        print("world=in memory (forgotten on stop)", flush=True)
+    else:
+        print(f"world={'resumed' if store.resumed else 'new'} (kept in {store.dir}; --reset starts over)", flush=True)
     stop.wait()
     sandbox.stop()
     return 0

@@ -26,6 +26,7 @@ from .catalog import (
 )
 from .query import QueryError, matches, modified_range, parse, parse_timestamp, resolve
 from .records import Collection, mix
+from .store import WorldStore
 from .world import COMPANY_NAME_CHARS, ApiError, Settings, World
 
 MAX_PAGE_SIZE = 5000
@@ -617,7 +618,9 @@ class SandboxApp:
 
     def __init__(self, settings: Settings, base_url: str) -> None:
         self.settings = settings
-        self.world = World(settings, base_url)
+        # With a data directory the world outlives the process (see store.py); else it is in memory only.
+        self.store = WorldStore(settings.data_dir) if settings.data_dir else None
+        self.world = self.store.open(settings, base_url) if self.store else World(settings, base_url)
         self.api = Api(self.world)
         self.limits = Limits(settings)
         self.auth_header = "Basic " + base64.b64encode(settings.key.encode()).decode()
@@ -629,6 +632,11 @@ class SandboxApp:
             if len(self.requests) < 200_000:
                 self.requests.append((method, path, params))
 
+    def save(self) -> None:
+        """Keep the world in its data directory (no-op in memory); call with the world's lock held."""
+        if self.store is not None:
+            self.store.save(self.world)
+
     def serve(self, method: str, path: str, params: dict[str, str], body: Any) -> Response:
         try:
             with self.world.lock:
@@ -636,7 +644,11 @@ class SandboxApp:
                 if found is None:
                     raise ApiError(404, f"No resource was found at {path}")
                 handler, args = found
-                return handler(params, body, **args)
+                try:
+                    return handler(params, body, **args)
+                finally:
+                    if method != "GET":
+                        self.save()
         except QueryError as exc:
             return Response(400, error_body(400, str(exc)))
         except ApiError as exc:
@@ -646,7 +658,11 @@ class SandboxApp:
         """Sandbox-only routes: linking as a customer, the clock, the truth, faults, stats."""
         try:
             with self.world.lock:
-                return self._control(method, path, params, body or {})
+                try:
+                    return self._control(method, path, params, body or {})
+                finally:
+                    if method != "GET" or path.startswith("/_link/"):
+                        self.save()
         except ApiError as exc:
             return Response(exc.status, error_body(exc.status, exc.message))
 
@@ -654,7 +670,11 @@ class SandboxApp:
         link = re.fullmatch(rf"/_link/companies/({UUID})/connections/({UUID})/start", path)
         if link and method == "GET":
             connection = self.world.connection(link.group(1), link.group(2))
-            self.world.link(connection)
+            try:
+                self.world.open_link(connection, params.get("otp"))
+            except ApiError as exc:
+                page = f"<html><body><h1>Link not valid</h1><p>{exc.message}</p></body></html>"
+                return Response(exc.status, raw=page.encode(), content_type="text/html; charset=utf-8")
             page = (f"<html><body><h1>{connection.platform.name} connected</h1>"
                     "<p>You can close this window.</p></body></html>")
             return Response(200, raw=page.encode(), content_type="text/html; charset=utf-8")

@@ -7,7 +7,7 @@ import time
 import uuid
 import zlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .catalog import COMMERCE_DATA_TYPES, COMMERCE_PLATFORMS, OTHER_DATA_TYPES, PLATFORM_BY_KEY, Platform
@@ -53,6 +53,8 @@ class Settings:
     restamp_count: int = 1  # ... this many (the page's first), to a new later modifiedDate
     restamp_times: int = 0  # ... at most this many times (0: no limit)
     restamp_path: str = ""  # ... counting only pages whose path contains this (e.g. commerce-orders)
+    data_dir: str | None = None  # keep the world here across restarts (None: in memory only)
+    one_time_links: bool = False  # new links carry ?otp=…, work once and expire a day after creation
 
     @property
     def key(self) -> str:
@@ -183,34 +185,41 @@ def default_sync_settings() -> list[dict[str, Any]]:
 class World:
     """All the sandbox's state, behind one lock."""
 
-    def __init__(self, settings: Settings, base_url: str = "http://127.0.0.1") -> None:
+    def __init__(self, settings: Settings, base_url: str = "http://127.0.0.1", *, salt: int = 0,
+                 seeded: bool = True) -> None:
+        """``salt`` (from a data directory) makes this world's ids its own: two worlds with the same
+        seed share their records' shapes but never a company, connection or sync id. ``seeded=False``
+        leaves out the pre-seeded companies (a saved world brings its own)."""
         self.settings = settings
+        self.salt = salt
+        self.id_seed = mix(settings.seed, salt) if salt else settings.seed
         self.base_url = base_url
         self.lock = threading.RLock()
         self.clock = CLOCK_START
         self.advances = 0
         self.created_companies = 0
-        self.client_id = make_uuid(settings.seed, 1)
+        self.client_id = make_uuid(self.id_seed, 1)
         self.profile_settings: list[dict[str, Any]] = default_sync_settings()
         self.companies: dict[str, Company] = {}
         self.data_pages = 0  # commerce data list pages served
         self.restamps = 0
         self.restamp_pages = 0
         self.advance_after: tuple[int, dict[str, Any]] | None = None  # (page count, advance arguments)
-        self._seed_companies()
+        if seeded:
+            self._seed_companies()
 
     # --- building -------------------------------------------------------------------------
     def _seed_companies(self) -> None:
         created = iso_utc(CLOCK_START - 400 * 86_400)
         for k in range(self.settings.companies):
-            company = self._new_company(make_uuid(self.settings.seed, 1000 + k),
+            company = self._new_company(make_uuid(self.id_seed, 1000 + k),
                                         f"Sandbox Shop {k + 1}", None, {}, created)
             platform = COMMERCE_PLATFORMS[k % len(COMMERCE_PLATFORMS)]
-            connection = self._new_connection(company, platform, make_uuid(self.settings.seed, 2000 + k), created)
+            connection = self._new_connection(company, platform, make_uuid(self.id_seed, 2000 + k), created)
             self._link(connection, at=time.time() - 3600, delay=0, data_types=COMMERCE_DATA_TYPES)
             if self.settings.accounting_every and k % self.settings.accounting_every == 0:
                 accounting = self._new_connection(
-                    company, PLATFORM_BY_KEY["gbol"], make_uuid(self.settings.seed, 3000 + k), created)
+                    company, PLATFORM_BY_KEY["gbol"], make_uuid(self.id_seed, 3000 + k), created)
                 accounting.status = "Linked"
 
     def _new_company(self, company_id: str, name: str, description: str | None,
@@ -222,9 +231,10 @@ class World:
 
     def _new_connection(self, company: Company, platform: Platform, connection_id: str,
                         created: str) -> Connection:
-        connection = Connection(
-            connection_id, company.id, platform, created,
-            f"{self.base_url}/_link/companies/{company.id}/connections/{connection_id}/start")
+        link = f"{self.base_url}/_link/companies/{company.id}/connections/{connection_id}/start"
+        if self.settings.one_time_links:
+            link += f"?otp={mix(self.id_seed, zlib.crc32(connection_id.encode())) & 0xFFFFFFFFFFFF:012x}"
+        connection = Connection(connection_id, company.id, platform, created, link)
         company.connections[connection_id] = connection
         return connection
 
@@ -241,7 +251,7 @@ class World:
 
     def _queue(self, connection: Connection, data_type: str, *, at: float, delay: float) -> PullOperation:
         supported = connection.data is not None and data_type in connection.platform.supported
-        operation_id = make_uuid(mix(self.settings.seed, len(connection.syncs)),
+        operation_id = make_uuid(mix(self.id_seed, len(connection.syncs)),
                                  int(connection.id[:8], 16) + zlib.crc32(data_type.encode()))
         operation = PullOperation(
             operation_id,
@@ -271,7 +281,7 @@ class World:
     # --- actions ----------------------------------------------------------------------------
     def create_company(self, name: str, description: str | None, tags: dict[str, str]) -> Company:
         self.created_companies += 1
-        return self._new_company(make_uuid(self.settings.seed, 50_000 + self.created_companies),
+        return self._new_company(make_uuid(self.id_seed, 50_000 + self.created_companies),
                                  name, description, tags, now_iso())
 
     def create_connection(self, company: Company, platform_key: str) -> Connection:
@@ -279,7 +289,21 @@ class World:
         if platform is None:
             raise ApiError(400, f"Integration with key {platform_key} was not found.")
         serial = sum(len(c.connections) for c in self.companies.values())
-        return self._new_connection(company, platform, make_uuid(self.settings.seed, 90_000 + serial), now_iso())
+        return self._new_connection(company, platform, make_uuid(self.id_seed, 90_000 + serial), now_iso())
+
+    def open_link(self, connection: Connection, otp: str | None, now: datetime | None = None) -> None:
+        """The business opens the connection's linkUrl. A one-time link (``?otp=``) works once and
+        expires a day after the connection was created: else ApiError 410."""
+        if "otp=" in connection.link_url:
+            expected = connection.link_url.split("otp=", 1)[1]
+            created = datetime.fromisoformat(connection.created.replace("Z", "+00:00"))
+            if otp != expected:
+                raise ApiError(410, "This link is not valid: it has no or another one-time code.")
+            if connection.status != "PendingAuth":
+                raise ApiError(410, "This one-time link has already been used.")
+            if (now or datetime.now(UTC)) - created > timedelta(days=1):
+                raise ApiError(410, "This one-time link has expired (links are valid for one day).")
+        self.link(connection)
 
     def link(self, connection: Connection) -> None:
         if connection.status == "Linked":
