@@ -75,7 +75,7 @@ class IntervalStateWriter:
 
     def write_state(self, state: types.TapState) -> None:
         """Called by the SDK after each partition (and every 10,000 records): write if due."""
-        wait = max(self.interval, SERIALISE_SHARE * self._serialise_seconds)
+        wait = max(self.interval, SERIALISE_SHARE * self._serialise_seconds) if self.interval > 0 else 0.0
         if self.every_call or time.monotonic() - self._last_written >= wait:
             self.flush(state)
 
