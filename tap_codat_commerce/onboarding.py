@@ -51,6 +51,9 @@ ONE_TIME_LINKS = ("If your Codat client uses one-time links (since 2025; the lin
                   "and expires after a day: send it promptly.")
 
 
+WEBHOOK_EVENTS = ("read.completed", "read.completed.initial")
+
+
 class SetupError(CodatError):
     """A setup step that cannot go on; its message is the one line the user sees."""
 
@@ -297,7 +300,40 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--company", required=True)
     w.add_argument("--timeout", type=float, default=600, help="seconds (default 600)")
     w.add_argument("--interval", type=float, default=2, help="seconds between polls (default 2)")
+    h = sub.add_parser("webhooks", help="what to configure so that runs read only what Codat re-synced "
+                                        "(read.completed events); needs no API key")
+    h.add_argument("--url", default="https://YOUR-RECEIVER.example/codat/read-completed",
+                   help="the HTTPS endpoint of your webhook receiver")
+    h.add_argument("--events-file", default="/var/lib/tap-codat-commerce/events.jsonl",
+                   help="where your receiver appends each event, one JSON object a line")
     return p
+
+
+def webhook_instructions(url: str, events_file: str) -> str:
+    """What to configure at Codat and in the tap for event-driven runs (printed by ``webhooks``)."""
+    consumer = json.dumps({"url": url, "eventTypes": list(WEBHOOK_EVENTS)})
+    return f"""Event-driven runs: Codat says which data types changed, the tap reads only those.
+
+1. At Codat, create a webhook consumer for {" and ".join(WEBHOOK_EVENTS)}
+   (Portal: Settings > Webhooks > Events, or the API):
+     curl -X POST https://api.codat.io/webhooks \\
+       -H "Authorization: $CODAT_AUTHORIZATION" -H "Content-Type: application/json" \\
+       -d '{consumer}'
+   ($CODAT_AUTHORIZATION: the "Basic …" value the Codat Portal shows with your API key.)
+   read.completed says, per connection and data type, whether records were modified (recordsModified);
+   read.completed.initial comes after each link. The legacy DataSyncCompleted / DatasetDataChanged
+   events were retired in January 2025.
+2. Your receiver at {url} appends each request body, as one line, to
+     {events_file}
+3. Run the tap with that file; only the (company, connection, data type) triples it lists as
+   changed are read, and companies it does not name are not visited:
+     TAP_CODAT_COMMERCE_EVENTS_FILE={events_file} meltano run tap-codat-commerce target-postgres
+   After a successful run, rotate the file (move it aside) so that the next run reads only new events.
+   Codat replays missed webhook messages for two weeks.
+
+Without webhooks, the tap still skips data types whose dataStatus shows no new successful sync since
+its last read (skip_unchanged, on by default).
+"""
 
 
 def _link_lines(status: str, link_url: str) -> str:
@@ -309,6 +345,9 @@ def _link_lines(status: str, link_url: str) -> str:
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.command == "webhooks":
+        out.write(webhook_instructions(args.url, args.events_file))
+        return 0
     client = client_from(args.config)
     if args.command == "sync-settings":
         changes = enable_commerce_sync(client, schedule_hours=args.schedule_hours, dry_run=args.dry_run)

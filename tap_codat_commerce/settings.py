@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -46,6 +47,12 @@ def settings_errors(config: Mapping[str, Any]) -> list[str]:
         errors.append(f"shard_count: {shard_count!r} is not a positive whole number")
     elif not _whole(shard_index) or not 0 <= shard_index < shard_count:
         errors.append(f"shard_index: {shard_index!r} is not between 0 and shard_count - 1 ({shard_count - 1})")
+    events_file = config.get("events_file")
+    if events_file and not os.path.isfile(str(events_file)):
+        errors.append(f"events_file: {events_file!r} is not a file")
+    hours = config.get("reread_after_hours", 24)
+    if not isinstance(hours, int | float) or isinstance(hours, bool) or hours < 0:
+        errors.append(f"reread_after_hours: {hours!r} is not a number of hours (0 or more)")
     interval = config.get("state_interval", 0)
     if not isinstance(interval, int | float) or isinstance(interval, bool) or interval < 0:
         errors.append(f"state_interval: {interval!r} is not a number of seconds (0 or more)")

@@ -13,6 +13,7 @@ from singer_sdk import Tap
 from singer_sdk.helpers.types import Context
 from singer_sdk.singerlib.catalog import REPLICATION_INCREMENTAL
 
+from .changes import ChangeFilter
 from .client import CodatStream, context_key
 from .codat.data_types import CommerceEndpoint
 from .codat.dates import parse_instant
@@ -80,7 +81,9 @@ class CompaniesStream(CodatStream):
     def _companies_with_lookahead(self) -> Iterable[dict[str, Any]]:
         shard_count = int(self.config.get("shard_count", 1))
         shard_index = int(self.config.get("shard_index", 0))
-        mine = [c for c in self._companies() if shard_of(c["id"], shard_count) == shard_index]
+        only = self._owner.changes.companies  # type: ignore[attr-defined]
+        mine = [c for c in self._companies() if shard_of(c["id"], shard_count) == shard_index
+                and (only is None or c["id"] in only)]
         ranks = self._owner.company_rank  # type: ignore[attr-defined]
         ranks.clear()
         ranks.update((company["id"], position) for position, company in enumerate(mine))
@@ -217,7 +220,7 @@ class CommerceStream(CodatStream):
 
     def open(self, context: Context | None) -> KeysetStream | Future[Any] | Skipped | None:
         assert context is not None
-        skipped = self.readiness.skip(context["companyId"], self.endpoint.data_type)
+        skipped = self.readiness.skip(context["companyId"], self.endpoint.data_type) or self.unchanged(context)
         if skipped is not None:
             return skipped
         if self.endpoint.single_object:
@@ -236,16 +239,33 @@ class CommerceStream(CodatStream):
         """
         if self.replication_method != REPLICATION_INCREMENTAL or not self.replication_key:
             return None
+        candidates = [parse_instant(str(v)) for v in (self._bookmark(context), self.config.get("start_date")) if v]
+        known = [c for c in candidates if c is not None]
+        return max(known) if known else None
+
+    def _incoming_partition(self, context: Context) -> dict[str, Any]:
+        """``context``'s partition in the state this run started from ({} if none)."""
         if self._incoming is None:
             self._incoming = {context_key(p["context"]): p for p in self.stream_state.get("partitions", [])
                               if isinstance(p, dict) and isinstance(p.get("context"), dict)}
-        partition = self._incoming.get(context_key(context)) or {}
-        bookmark = partition.get("replication_key_value")
-        if partition.get("replication_key") != self.replication_key:
-            bookmark = None
-        candidates = [parse_instant(str(v)) for v in (bookmark, self.config.get("start_date")) if v]
-        known = [c for c in candidates if c is not None]
-        return max(known) if known else None
+        return self._incoming.get(context_key(context)) or {}
+
+    def _bookmark(self, context: Context) -> Any:
+        """The partition's bookmark, if it names this stream's replication key (the SDK's rule)."""
+        partition = self._incoming_partition(context)
+        return partition.get("replication_key_value") if partition.get("replication_key") == self.replication_key \
+            else None
+
+    def unchanged(self, context: Context) -> Skipped | None:
+        """Skip without a request what Codat has not re-synced since the last read (see changes.py)."""
+        changes: ChangeFilter = self._owner.changes  # type: ignore[attr-defined]
+        company_id = context["companyId"]
+        status = (self.readiness.statuses(company_id) or {}).get(self.endpoint.data_type)
+        has_bookmark = self.endpoint.single_object or (
+            self.replication_method == REPLICATION_INCREMENTAL and bool(self._bookmark(context)))
+        reason = changes.reason_to_skip((company_id, context["connectionId"], self.endpoint.data_type), status,
+                                        self._incoming_partition(context), has_bookmark=has_bookmark)
+        return None if reason is None else Skipped(reason, routine=True)
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         assert context is not None
@@ -264,6 +284,8 @@ class CommerceStream(CodatStream):
                     yield self.client.collect(source, self.client.get_json, self._path(context))
                 else:
                     yield self.client.get_json(self._path(context))
+                status = (self.readiness.statuses(company_id) or {}).get(self.endpoint.data_type)
+                ChangeFilter.mark_read(self.get_context_state(context), status)
             except RequestFailedError as exc:
                 if exc.status not in UNAVAILABLE_STATUSES:
                     raise

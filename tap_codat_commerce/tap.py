@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
@@ -19,6 +20,7 @@ from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.tap_base import CliTestOptionValue
 
+from .changes import ChangeFilter, load_events
 from .codat.data_types import COMMERCE_ENDPOINTS
 from .codat.http import MAX_PAGE_SIZE, CodatClient, CodatError, RetryPolicy
 from .connection_test import run_connection_test
@@ -124,6 +126,17 @@ class TapCodatCommerce(Tap):
                     description="Write a STATE at most every this many seconds (and when the sync ends or "
                                 "fails); 0 writes one after every connection and data type, as the SDK does. "
                                 "A resumed run re-reads at most this much work."),
+        th.Property("skip_unchanged", th.BooleanType, default=True, title="Skip unchanged data types",
+                    description="Skip, without a request, a data type whose last successful Codat sync "
+                                "(dataStatus) is the one the last complete read came after. Needs "
+                                "check_data_status; a full refresh (no bookmark) always reads."),
+        th.Property("reread_after_hours", th.NumberType, default=24, title="Re-read after (h)",
+                    description="Read a data type at least this often even when its sync has not moved "
+                                "(a Codat re-map can re-stamp records without a new sync)."),
+        th.Property("events_file", th.StringType, title="Events file",
+                    description="A file of Codat read.completed webhook bodies, one JSON object a line: only "
+                                "the (company, connection, data type) triples they list as changed are read. "
+                                "See tap-codat-commerce-setup webhooks."),
         th.Property("log_metrics", th.BooleanType, default=False, title="Log metrics",
                     description="Log the SDK's METRIC lines and per-partition sync messages. Default: one "
                                 "progress line per company and a summary per stream at the end."),
@@ -203,6 +216,16 @@ class TapCodatCommerce(Tap):
         assert isinstance(self.message_writer, OrjsonWriter)
         interval = float(self.config.get("state_interval", DEFAULT_STATE_INTERVAL))
         return IntervalStateWriter(self.message_writer, interval)
+
+    @cached_property
+    def changes(self) -> ChangeFilter:
+        """What this run reads (see changes.py); the events file is read once, here."""
+        config = self.config
+        events = config.get("events_file")
+        return ChangeFilter(
+            skip_unchanged=bool(config.get("skip_unchanged", True)) and bool(config.get("check_data_status", True)),
+            reread_after=timedelta(hours=float(config.get("reread_after_hours", 24))),
+            events=frozenset(load_events(str(events))) if events else None)
 
     @cached_property
     def readiness(self) -> Readiness:

@@ -46,6 +46,12 @@ class DataTypeStatus:
     status: str  # Codat's currentStatus, or "NeverSynced"
     last_successful_sync: str | None
     readable: bool  # the tap can read it now (a sync has completed once)
+    last_successful_sync_id: str | None = None  # latestSuccessfulSyncId
+
+    @property
+    def sync_marker(self) -> str | None:
+        """What identifies the data this type holds now: the last successful sync's id (or time)."""
+        return self.last_successful_sync_id or self.last_successful_sync
 
     @property
     def done(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,39 @@ class UnknownCompanyError(CodatError):
 
 class UnknownDataTypeError(CodatError):
     """A data type name that is none of the eleven commerce ones."""
+
+
+class EventsFileError(CodatError):
+    """An events file the tap cannot read."""
+
+
+Triple = tuple[str, str, str]  # (companyId, connectionId, Codat dataType)
+
+
+def changed_triples(lines: list[str], where: str) -> set[Triple]:
+    """The (company, connection, data type) triples that Codat's ``read.completed`` events say
+    changed: ``recordsModified`` true, or any completed type of a ``read.completed.initial``
+    (the first read after a link). One event (a webhook body) per line; blank lines and other
+    event types are ignored. Raises EventsFileError naming ``where`` and the line."""
+    triples: set[Triple] = set()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+            kind = str(event.get("eventType", ""))
+            payload = event["payload"]
+            company_id = str(payload["referenceCompany"]["id"])
+            data_types = payload.get("dataTypes") or []
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise EventsFileError(f"{where} line {number}: not a Codat read.completed event (one JSON object "
+                                  "a line, as the webhook posts it)") from None
+        if not kind.startswith("read.completed"):
+            continue
+        for entry in data_types:
+            if entry.get("recordsModified") or (kind == "read.completed.initial" and entry.get("status") == "Complete"):
+                triples.add((company_id, str(entry.get("connectionId")), str(entry.get("dataType"))))
+    return triples
 
 
 class SyncInProgressError(CodatError):
@@ -59,7 +93,8 @@ def data_status(client: CodatClient, company_id: str) -> list[DataTypeStatus]:
         entry = body.get(data_type) or {}
         last = entry.get("lastSuccessfulSync")
         status = entry.get("currentStatus") or "NeverSynced"
-        statuses.append(DataTypeStatus(data_type, status, last, bool(last) or status == "Complete"))
+        statuses.append(DataTypeStatus(data_type, status, last, bool(last) or status == "Complete",
+                                       entry.get("latestSuccessfulSyncId")))
     return statuses
 
 

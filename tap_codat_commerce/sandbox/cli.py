@@ -75,6 +75,9 @@ def parser() -> argparse.ArgumentParser:
                            "opt-in since 2025)")
     faults.add_argument("--drift", action="store_true",
                         help="schema drift: unknown fields, numbers as strings, nulls where required")
+    size.add_argument("--webhook-url",
+                      help="POST Codat's read.completed event here each time a sync completes (the clock "
+                           "advancing counts as syncs of the data types it changes)")
     faults.add_argument("--page-size-cap", type=_non_negative(int), default=0,
                         help="answer at most N records a page whatever pageSize asks (0 = off; Codat's "
                              "response schema says 2000)")

@@ -680,7 +680,8 @@ class SandboxApp:
             return Response(200, raw=page.encode(), content_type="text/html; charset=utf-8")
         if path == "/_sandbox/advance" and method == "POST":
             arguments = {"seconds": int(body.get("seconds", 3600)), "updates": body.get("updates"),
-                         "inserts": body.get("inserts"), "same_instant": bool(body.get("same_instant"))}
+                         "inserts": body.get("inserts"), "same_instant": bool(body.get("same_instant")),
+                         "companies": body.get("companies"), "data_types": body.get("dataTypes")}
             if body.get("after_pages"):  # later: once that many commerce data pages have been served
                 self.world.advance_after = (self.world.data_pages + int(body["after_pages"]), arguments)
                 return Response(202, {"after_pages": int(body["after_pages"])})

@@ -92,6 +92,7 @@ def snapshot(world: World) -> dict[str, Any]:
         "shape": {**{name: getattr(world.settings, name) for name in SHAPE}, "api_key": world.settings.key},
         "clock": world.clock, "advances": world.advances, "created_companies": world.created_companies,
         "profile_settings": world.profile_settings, "data_pages": world.data_pages, "restamps": world.restamps,
+        "events": world.events,
         "companies": [_company(c) for c in world.companies.values()],
     }
 
@@ -126,8 +127,8 @@ def restore(saved: dict[str, Any], settings: Settings, base_url: str) -> World:
     def rebased(url: str) -> str:
         return base_url + url[len(old_base):] if old_base and url.startswith(old_base) else url
 
-    for name in ("clock", "advances", "created_companies", "data_pages", "restamps"):
-        setattr(world, name, int(saved[name]))
+    for name in ("clock", "advances", "created_companies", "data_pages", "restamps", "events"):
+        setattr(world, name, int(saved.get(name, 0)))
     world.profile_settings = saved["profile_settings"]
     for raw in saved["companies"]:
         company = Company(raw["id"], raw["name"], raw["description"], raw["tags"], raw["created"],

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import threading
 import time
+import urllib.request
 import uuid
 import zlib
 from dataclasses import dataclass, field
@@ -21,6 +24,20 @@ IN_PROGRESS = ("Queued", "Fetching", "Mapping")
 def make_uuid(a: int, b: int) -> str:
     value = (mix(a, b) << 64) | mix(b, a)
     return str(uuid.UUID(int=value, version=4))
+
+
+def post_later(url: str, delay: float, body: dict[str, Any]) -> None:
+    """POST ``body`` as JSON to ``url`` after ``delay`` seconds, in the background (a webhook)."""
+
+    def send() -> None:
+        request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with contextlib.suppress(OSError), urllib.request.urlopen(request, timeout=10):
+            pass
+
+    timer = threading.Timer(max(delay, 0.0), send)
+    timer.daemon = True
+    timer.start()
 
 
 def now_iso() -> str:
@@ -55,6 +72,7 @@ class Settings:
     restamp_path: str = ""  # ... counting only pages whose path contains this (e.g. commerce-orders)
     data_dir: str | None = None  # keep the world here across restarts (None: in memory only)
     one_time_links: bool = False  # new links carry ?otp=…, work once and expire a day after creation
+    webhook_url: str | None = None  # POST Codat's read.completed events here when a sync completes
 
     @property
     def key(self) -> str:
@@ -201,6 +219,7 @@ class World:
         self.client_id = make_uuid(self.id_seed, 1)
         self.profile_settings: list[dict[str, Any]] = default_sync_settings()
         self.companies: dict[str, Company] = {}
+        self.events = 0  # read.completed events made
         self.data_pages = 0  # commerce data list pages served
         self.restamps = 0
         self.restamp_pages = 0
@@ -359,20 +378,33 @@ class World:
             raise ApiError(404, f"Datatype {data_type} is not readable on connection {connection_id}")
         connection.data.literals[data_type] = LiteralCollection([dict(r) for r in records], ordered)
 
-    def advance(self, seconds: int = 3600, updates: int | None = None, inserts: int | None = None,
-                same_instant: bool = False) -> dict[str, Any]:
-        """Move the clock: change some records and add new ones in every readable collection.
-        ``same_instant`` stamps every change with the new clock (a re-map: one modifiedDate
-        shared by thousands of records)."""
+    def advance(self, seconds: int = 3600, updates: int | None = None, inserts: int | None = None, *,
+                same_instant: bool = False, companies: list[str] | None = None,
+                data_types: list[str] | None = None) -> dict[str, Any]:
+        """Move the clock: Codat syncs, changing some records and adding new ones.
+
+        Every readable collection changes, or only those of ``companies`` and ``data_types``
+        (Codat dataType names) when given. Each (connection, data type) changed counts as a sync:
+        a pull operation that takes ``sync_delay`` seconds (in progress in dataStatus meanwhile),
+        after which ``lastSuccessfulSync`` has moved and a ``read.completed`` event is posted to
+        ``webhook_url``. ``same_instant`` stamps every change with the new clock (a re-map: one
+        modifiedDate shared by thousands of records).
+        """
         self.advances += 1
         start = self.clock
         self.clock += max(int(seconds), 1)
         summary: dict[str, Any] = {}
+        synced: dict[str, list[tuple[Connection, str]]] = {}
         for company in self.companies.values():
+            if companies is not None and company.id not in companies:
+                continue
             for connection in company.connections.values():
                 if connection.data is None:
                     continue
                 for data_type, collection in connection.data.collections.items():
+                    if (data_types is not None and data_type not in data_types) or not connection.first_sync_done(
+                            data_type):
+                        continue
                     if data_type == "commerce-companyInfo":
                         n_updates, n_inserts = 1, 0
                     else:
@@ -390,7 +422,27 @@ class World:
                             collection.insert(ts)
                     summary.setdefault(company.id, {}).setdefault(connection.id, {})[data_type] = {
                         "updated": n_updates, "inserted": n_inserts}
+                    self._queue(connection, data_type, at=time.time(), delay=self.settings.sync_delay)
+                    synced.setdefault(company.id, []).append((connection, data_type))
+        if self.settings.webhook_url:
+            for company_id, changed in synced.items():
+                post_later(self.settings.webhook_url, self.settings.sync_delay,
+                           self.read_completed(self.companies[company_id], changed, iso_utc(start)))
         return {"clock": iso_utc(self.clock), "changes": summary}
+
+    def read_completed(self, company: Company, changed: list[tuple[Connection, str]],
+                       modified_from: str) -> dict[str, Any]:
+        """Codat's ``read.completed`` webhook body for the data types just synced."""
+        self.events += 1
+        return {"id": make_uuid(mix(self.settings.seed, 77), self.events), "eventType": "read.completed",
+                "generatedDate": now_iso(),
+                "payload": {"referenceCompany": {"id": company.id, "name": company.name,
+                                                 "description": company.description,
+                                                 "links": {"portal": f"{self.base_url}/companies/{company.id}"}},
+                            "modifiedFromDate": modified_from,
+                            "dataTypes": [{"connectionId": connection.id, "dataType": data_type,
+                                           "recordsModified": True, "status": "Complete", "issues": []}
+                                          for connection, data_type in changed]}}
 
     def truth(self, company_id: str | None = None) -> dict[str, Any]:
         """Ids and modifiedDates of every readable record, per company, connection and data type."""
