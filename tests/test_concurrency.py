@@ -10,6 +10,15 @@ from tap_codat_commerce.streams import shard_of
 from tests.conftest import Api, run_tap, tap_config
 
 
+def comparable(state: dict) -> dict:
+    """A final state without the wall-clock time each data type was read at."""
+    copied = json.loads(json.dumps(state))
+    for entry in copied["bookmarks"].values():
+        for partition in entry.get("partitions", []):
+            partition.get("codat_sync", {}).pop("read_at", None)
+    return copied
+
+
 def record_keys(run) -> dict[str, list[tuple]]:
     return {stream: [(r.get("companyId"), r.get("connectionId"), r.get("id")) for r in rows]
             for stream, rows in run.records.items()}
@@ -20,7 +29,7 @@ def test_concurrent_run_emits_what_a_sequential_run_emits(start_sandbox):
     sequential = run_tap(tap_config(sandbox, max_concurrency=1, page_size=70))
     concurrent = run_tap(tap_config(sandbox, max_concurrency=8, page_size=70))
     assert record_keys(concurrent) == record_keys(sequential)  # same records, same order
-    assert concurrent.final_state == sequential.final_state
+    assert comparable(concurrent.final_state) == comparable(sequential.final_state)
     assert [m["type"] for m in concurrent.messages] == [m["type"] for m in sequential.messages]
 
 
@@ -80,7 +89,7 @@ def test_many_small_shops_concurrently_emit_what_a_sequential_run_emits(start_sa
     sequential = run_tap(tap_config(sandbox, max_concurrency=1))
     concurrent = run_tap(tap_config(sandbox, max_concurrency=16))
     assert record_keys(concurrent) == record_keys(sequential)
-    assert concurrent.final_state == sequential.final_state
+    assert comparable(concurrent.final_state) == comparable(sequential.final_state)
     assert Api(sandbox).requests_log()["throttled"] == 0
 
 

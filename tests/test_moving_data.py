@@ -178,7 +178,7 @@ def test_whole_second_then_fraction_in_the_same_second_is_no_sort_error(start_sa
     assert all(len(v) == FIXED_WIDTH for v in emitted) and emitted == sorted(emitted)
     mark = bookmarks(run.final_state, "orders")[(company_id, connection_id)]
     assert mark == "2025-03-01T15:28:10.000000Z"
-    again = run_tap(tap_config(sandbox, page_size=2), state=run.final_state)
+    again = run_tap(tap_config(sandbox, page_size=2, skip_unchanged=False), state=run.final_state)
     assert order_ids(again) == ["o5"]  # >= the bookmark's second: the last record only
 
 
@@ -255,7 +255,7 @@ def test_null_modified_dates_are_read_by_a_full_read(start_sandbox, nulls_first)
     api.set_records(company_id, connection_id, "commerce-orders", literal_orders(stamps))
     run = run_tap(tap_config(sandbox, page_size=2))
     assert Counter(order_ids(run)) == Counter(f"o{n}" for n in range(1, 10))
-    again = run_tap(tap_config(sandbox, page_size=2), state=run.final_state)
+    again = run_tap(tap_config(sandbox, page_size=2, skip_unchanged=False), state=run.final_state)
     assert order_ids(again) == ["o8"]  # incremental: Codat cannot query null, so only the bookmark's second
 
 
@@ -296,9 +296,9 @@ def test_start_date_and_bookmark_take_the_later(start_sandbox):
     sandbox = start_sandbox(companies=1, orders=600, accounting_every=0)
     config = tap_config(sandbox)
     state = run_tap(config).final_state
-    late = tap_config(sandbox, start_date="2030-01-01T00:00:00Z")
+    late = tap_config(sandbox, start_date="2030-01-01T00:00:00Z", skip_unchanged=False)
     assert not run_tap(late, state=state).records.get("orders")  # start_date later than the bookmark
-    early = tap_config(sandbox, start_date="2000-01-01T00:00:00Z")
+    early = tap_config(sandbox, start_date="2000-01-01T00:00:00Z", skip_unchanged=False)
     assert len(run_tap(early, state=state).records["orders"]) == 1  # the bookmark's second
 
 
