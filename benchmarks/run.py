@@ -79,19 +79,26 @@ def write_config(directory: Path, base_url: str, api_key: str, **extra: Any) -> 
 
 def run_tap(config: Path, catalog: Path, stdout: Any = subprocess.DEVNULL) -> tuple[float, int]:
     """(wall seconds, peak RSS in MB) of one tap run, measured in a fresh helper process."""
+    elapsed, rss, _ = run_tap_measured(config, catalog, stdout)
+    return elapsed, rss
+
+
+def run_tap_measured(config: Path, catalog: Path, stdout: Any = subprocess.DEVNULL) -> tuple[float, int, float]:
+    """(wall seconds, peak RSS in MB, CPU seconds: user + system, every thread) of one tap run."""
     helper = (
         "import resource, subprocess, sys, time\n"
         "started = time.perf_counter()\n"
         "done = subprocess.run(sys.argv[1:], stdout=sys.stdout, stderr=subprocess.DEVNULL)\n"
         "elapsed = time.perf_counter() - started\n"
-        "sys.stderr.write(f'{elapsed} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} {done.returncode}')\n"
+        "usage = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+        "sys.stderr.write(f'{elapsed} {usage.ru_maxrss} {usage.ru_utime + usage.ru_stime} {done.returncode}')\n"
     )
     done = subprocess.run([sys.executable, "-c", helper, TAP, "--config", str(config), "--catalog", str(catalog)],
                           stdout=stdout, stderr=subprocess.PIPE, text=True, check=True)
-    elapsed, rss_kb, returncode = done.stderr.strip().split()[-3:]
+    elapsed, rss_kb, cpu, returncode = done.stderr.strip().split()[-4:]
     if returncode != "0":
         raise SystemExit(f"the tap failed (exit {returncode}) with {config}")
-    return float(elapsed), int(rss_kb) // 1024
+    return float(elapsed), int(rss_kb) // 1024, float(cpu)
 
 
 def served(base_url: str, api_key: str, path: str, total: int, page_size: int) -> float:
@@ -152,13 +159,14 @@ def cpu_bound(directory: Path, catalog: Path, orders: int, page_size: int) -> di
         company, connection, path = orders_path(base_url, api_key)
         served_rate = served(base_url, api_key, path, orders, page_size)
         floor_rate, floor_count = floor_loop(base_url, api_key, company, connection, path, page_size=page_size)
-        elapsed, rss = run_tap(write_config(directory, base_url, api_key, page_size=page_size), catalog)
+        elapsed, rss, cpu = run_tap_measured(write_config(directory, base_url, api_key, page_size=page_size), catalog)
     tap_rate = orders / elapsed
     return {"orders": orders, "page_size": page_size, "sandbox_served_per_s": round(served_rate),
             "floor_per_s": round(floor_rate),
             "floor_records": floor_count, "tap_per_s": round(tap_rate), "tap_seconds": round(elapsed, 2),
             "tap_vs_floor": round(tap_rate / floor_rate, 3), "served_vs_tap": round(served_rate / tap_rate, 2),
-            "tap_peak_rss_mb": rss}
+            "tap_peak_rss_mb": rss, "tap_cpu_seconds": round(cpu, 2),
+            "tap_cpu_us_per_record": round(cpu / orders * 1e6, 1)}
 
 
 def latency_bound(directory: Path, catalog: Path, connections: int, latency_ms: int) -> dict[str, Any]:
@@ -223,6 +231,7 @@ def print_table(results: dict[str, Any]) -> None:
             (f"(a) floor: requests+orjson loop ({a['page_size']}/page)", f"{a['floor_per_s']:,} rec/s", "1.00"),
             (f"(a) tap into /dev/null ({a['page_size']}/page)", f"{a['tap_per_s']:,} rec/s",
              f"{a['tap_vs_floor']:.2f} of floor (goal >= 0.50)"),
+            ("(a) tap CPU per record (user + system)", f"{a['tap_cpu_us_per_record']} us", "lower is better"),
             ("(a) tap output validated", f"{results['validated_orders']:,} orders", "schema + formats"),
         ]
     if b := results.get("b_latency_bound"):
