@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 from functools import cached_property
+from types import FrameType
 from typing import Any
 
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.singerlib import Schema
 
 from .codat.data_types import COMMERCE_ENDPOINTS
 from .codat.http import MAX_PAGE_SIZE, CodatClient, CodatError, RetryPolicy
+from .normalise import UNDECLARED, declare_undeclared
 from .output import OrjsonWriter
 from .readiness import Readiness
+from .request_metrics import RequestMetrics
 from .settings import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY, DEFAULT_PAGE_SIZE, settings_errors
 from .streams import CommerceStream, CompaniesStream, ConnectionsStream
 
@@ -28,6 +34,14 @@ class _NullBookmarkNotice(logging.Filter):
 
 
 logging.getLogger("singer_sdk").addFilter(_NullBookmarkNotice())
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGINT arrived: the sync stops, the run exits 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 class TapCodatCommerce(Tap):
@@ -72,12 +86,48 @@ class TapCodatCommerce(Tap):
                                 "spent) stops the sync with a clear error."),
         th.Property("request_timeout", th.NumberType, default=120, title="Request timeout (s)",
                     description="Seconds to wait for one response before retrying."),
+        th.Property("undeclared_fields", th.StringType, default="drop", allowed_values=["drop", "keep"],
+                    title="Undeclared fields",
+                    description="Fields Codat sends that the schema does not declare: 'drop' them (one warning "
+                                f"per field and stream, as the SDK does) or 'keep' them in '{UNDECLARED}', an "
+                                "untyped JSON object declared in SCHEMA at every level that lists properties."),
     ).to_dict()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if kwargs.get("validate_config", True):
             self.check_settings()
+        if threading.current_thread() is threading.main_thread():  # only the main thread may set them
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, self._terminate)
+
+    def setup_mapper(self) -> None:
+        """The SDK's mapper, from a catalog that declares ``_codat_undeclared`` when
+        ``undeclared_fields: keep`` (a catalog discovered without it lacks it), so that SCHEMA
+        and RECORD agree."""
+        catalog = self.input_catalog
+        if catalog is not None and self.config.get("undeclared_fields") == "keep":
+            for entry in catalog.streams:
+                entry.schema = Schema.from_dict(declare_undeclared(entry.schema.to_dict()))
+        super().setup_mapper()
+
+    def _terminate(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM/SIGINT: write the current STATE (valid for a resume: every record before it
+        has been written), then stop the sync; :meth:`invoke` exits 128 + ``signum``."""
+        signal.signal(signum, signal.SIG_IGN)  # a second signal does not interrupt the shutdown
+        try:
+            self.state_writer.write_state(self.state)
+        finally:
+            raise Terminated(signum)
+
+    @cached_property
+    def request_metrics(self) -> RequestMetrics:
+        """The SDK's http_request_duration/http_request_count for every request the client makes."""
+        endpoints = {"/companies": "companies", "/companies/{companyId}": "companies",
+                     "/companies/{companyId}/connections": "connections"}
+        for endpoint in COMMERCE_ENDPOINTS:
+            endpoints[f"/companies/{{companyId}}/connections/{{connectionId}}/data/{endpoint.path}"] = endpoint.name
+        return RequestMetrics(endpoints, default_stream="companies")
 
     def check_settings(self) -> None:
         """What JSON Schema cannot say, each failure as one line naming the setting."""
@@ -96,6 +146,7 @@ class TapCodatCommerce(Tap):
             timeout=float(config.get("request_timeout", 120)),
             max_concurrency=int(config.get("max_concurrency", DEFAULT_CONCURRENCY)),
             user_agent=f"{self.name}/{self.plugin_version}",
+            observer=self.request_metrics.observe,
         )
 
     @cached_property
@@ -117,7 +168,9 @@ class TapCodatCommerce(Tap):
         except CodatError as exc:
             cls.logger.error("Sync failed: %s", exc)
             sys.exit(1)
-
-
-if __name__ == "__main__":
-    TapCodatCommerce.cli()
+        except Terminated as exc:
+            name = signal.Signals(exc.signum).name
+            cls.logger.error("Sync stopped by %s before it finished; the last STATE written is where to resume",
+                             name)
+            sys.stdout.flush()
+            sys.exit(128 + exc.signum)
