@@ -43,6 +43,7 @@ class CodatStream(Stream):
     def __init__(self, tap: Tap, *, name: str | None = None) -> None:
         self._owner = tap
         self._schema_with_extras: dict[str, Any] | None = None
+        self._schema_keys: tuple[str, ...] = ()
         super().__init__(tap, name=name)
         self._prefetched: dict[tuple[Any, ...], Any] = {}
         self._normaliser: Normaliser | bool | None = False  # False: not built yet
@@ -56,10 +57,12 @@ class CodatStream(Stream):
     def schema(self) -> dict[str, Any]:
         """The stream's JSON Schema; with ``undeclared_fields: keep`` it also declares the
         untyped ``_codat_undeclared`` object wherever properties are listed."""
-        if self._schema_with_extras is None:
+        keys = tuple(self.primary_keys or ())
+        if self._schema_with_extras is None or self._schema_keys != keys:  # the SDK's schema depends on the keys
             declared = without_empty_properties(self.declared_schema)  # type: ignore[arg-type]
             self._schema_with_extras = (declare_undeclared(declared) if self.undeclared_fields == "keep"
                                         else declared)
+            self._schema_keys = keys
         return self._schema_with_extras
 
     def post_process(self, row: dict[str, Any], context: Context | None = None) -> dict[str, Any] | None:
@@ -76,16 +79,17 @@ class CodatStream(Stream):
         (``stream_maps: {"companies": null}``) still has its children synced: the SDK would
         skip them, and the run would emit nothing while exiting 0. (A ``__filter__`` that
         drops a record still drops its children, as the SDK intends.)"""
-        contexts = self.child_contexts(record, context)
+        if not self.child_streams:
+            return ()
         if not isinstance(self.stream_maps[0], RemoveRecordTransform):
-            yield from contexts
-            return
-        for child in contexts:
+            return self.child_contexts(record, context)
+        for child in self.child_contexts(record, context):
             if child is None:
                 continue
             for stream in self.child_streams:
                 if stream.selected or stream.has_selected_descendents:
                     stream.sync(context=dict(child))
+        return ()
 
     def child_contexts(self, record: dict[str, Any], context: Context | None) -> Iterable[Context | None]:
         """The contexts of ``record``'s children (the SDK's ``generate_child_contexts``)."""

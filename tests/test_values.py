@@ -208,7 +208,7 @@ def test_values_that_cannot_be_their_type_become_null_with_one_warning_each(star
     sandbox = start_sandbox(companies=1, orders=5, accounting_every=0)
     api = Api(sandbox)
     company_id, connection_id = first_commerce_connection(api)
-    bad = ['"NaN"', '"Infinity"', '"1e400"', "1e400", '"-Infinity"', '"twelve"']
+    bad = ['"NaN"', '"Infinity"', '"1e400"', "1e400", '"-Infinity"', '"twelve"', "NaN", "-Infinity"]
     rows = [f'{{"id": "o{n}", "modifiedDate": "2025-06-01T00:00:{n:02d}Z", "totalAmount": {value}, '
             f'"totalDiscount": 2.5, "closedDate": "2021-02-29T00:00:00Z"}}' for n, value in enumerate(bad)]
     api.set_records_text(company_id, connection_id, "commerce-orders", "[" + ", ".join(rows) + "]")
@@ -229,7 +229,7 @@ def test_each_kind_of_impossible_number_warns(caplog):
     from tap_codat_commerce.normalise import build_normaliser
 
     schema = {"properties": {"a": {"type": ["number", "null"]}, "n": {"type": ["integer", "null"]}}}
-    for value in ("NaN", "Infinity", "1e400", float("nan"), Decimal("1E+400"), "x"):
+    for value in ("NaN", "Infinity", "1e400", Decimal("NaN"), Decimal("1E+400"), "x"):
         normalise = build_normaliser(schema, "payments")
         record = {"a": value, "n": "7"}
         caplog.clear()

@@ -92,7 +92,8 @@ def decode_json(content: bytes | str) -> Any:
     except msgspec.DecodeError:
         pass
     try:
-        return json.loads(content, parse_float=_number)
+        # NaN/Infinity literals become Decimals, so that every float a body gives is finite.
+        return json.loads(content, parse_float=_number, parse_constant=Decimal)
     except (ValueError, RecursionError) as exc:
         raise InvalidJSONError(str(exc)) from None
 

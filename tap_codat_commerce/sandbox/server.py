@@ -56,7 +56,7 @@ def encode(body: Any) -> bytes:
     try:
         return orjson.dumps(body)
     except (TypeError, orjson.JSONEncodeError):
-        return simplejson.dumps(body, use_decimal=True, separators=(",", ":")).encode()
+        return simplejson.dumps(body, use_decimal=True, allow_nan=True, separators=(",", ":")).encode()
 
 
 def decode(raw: bytes) -> Any:
