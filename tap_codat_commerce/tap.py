@@ -174,3 +174,7 @@ class TapCodatCommerce(Tap):
                              name)
             sys.stdout.flush()
             sys.exit(128 + exc.signum)
+
+
+if __name__ == "__main__":
+    TapCodatCommerce.cli()
