@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -12,9 +12,11 @@ from typing import Any
 from singer_sdk import Stream, Tap
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.helpers.types import Context
+from singer_sdk.mapper import RemoveRecordTransform
 from singer_sdk.schema.source import SchemaDirectory, StreamSchema
 
 from .codat.http import MAX_PAGE_SIZE, CodatClient, CodatError
+from .normalise import Normaliser, UndeclaredMode, build_normaliser, declare_undeclared, without_empty_properties
 from .progress import TALLY, is_quiet, quiet_stream_logger
 from .readiness import Readiness
 from .state import IndexedStateManager
@@ -34,14 +36,17 @@ def context_key(context: Context) -> tuple[tuple[str, Any], ...]:
 class CodatStream(Stream):
     """Base stream: the tap's one CodatClient, its schema file, prefetching, one-line failures."""
 
-    schema = StreamSchema(SchemaDirectory(_schema_dir()))
-    # Records arrive typed (orjson numbers) and dates are normalised in post_process:
-    # the SDK's recursive conformance would cost ~60% of the sync for nothing.
+    declared_schema = StreamSchema(SchemaDirectory(_schema_dir()))
+    # Records arrive typed (exact numbers) and are made to match their schema in post_process
+    # (dates, numbers, undeclared fields: normalise.py): the SDK's recursive conformance would
+    # cost ~60% of the sync for the same result.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
 
     def __init__(self, tap: Tap, *, name: str | None = None) -> None:
-        super().__init__(tap, name=name)
         self._owner = tap
+        self._schema_with_extras: dict[str, Any] | None = None
+        self._schema_keys: tuple[str, ...] = ()
+        super().__init__(tap, name=name)
         self._prefetched: dict[tuple[Any, ...], Any] = {}
         quiet_stream_logger(self.logger, quiet=not self.config.get("log_metrics"))
 
@@ -54,6 +59,65 @@ class CodatStream(Stream):
                 state_partitioning_keys=self.state_partitioning_keys, is_sorted=self.is_sorted,
                 check_sorted=self.check_sorted)
         return self._state_manager  # type: ignore[return-value]
+        self._normaliser: Normaliser | bool | None = False  # False: not built yet
+
+    @property
+    def undeclared_fields(self) -> UndeclaredMode:
+        """``drop`` (the SDK's rule) or ``keep`` (in the ``_codat_undeclared`` JSON object)."""
+        return "keep" if self._owner.config.get("undeclared_fields") == "keep" else "drop"
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        """The stream's JSON Schema; with ``undeclared_fields: keep`` it also declares the
+        untyped ``_codat_undeclared`` object wherever properties are listed."""
+        keys = tuple(self.primary_keys or ())
+        if self._schema_with_extras is None or self._schema_keys != keys:  # the SDK's schema depends on the keys
+            declared = without_empty_properties(self.declared_schema)  # type: ignore[arg-type]
+            self._schema_with_extras = (declare_undeclared(declared) if self.undeclared_fields == "keep"
+                                        else declared)
+            self._schema_keys = keys
+        return self._schema_with_extras
+
+    def post_process(self, row: dict[str, Any], context: Context | None = None) -> dict[str, Any] | None:
+        """Make ``row`` match the schema the SCHEMA message declares (see normalise.py)."""
+        if self._normaliser is False:
+            # Built on first use: the catalog (what SCHEMA declares) is applied after __init__.
+            self._normaliser = build_normaliser(self.effective_schema, self.name, self.undeclared_fields)
+        if self._normaliser:
+            self._normaliser(row)  # type: ignore[operator]
+        return row
+
+    def generate_child_contexts(self, record: dict[str, Any], context: Context | None) -> Iterable[Context | None]:
+        """The SDK's child contexts, except that a parent mapped away entirely
+        (``stream_maps: {"companies": null}``) still has its children synced: the SDK would
+        skip them, and the run would emit nothing while exiting 0. (A ``__filter__`` that
+        drops a record still drops its children, as the SDK intends.)"""
+        if not self.child_streams:
+            return ()
+        if not isinstance(self.stream_maps[0], RemoveRecordTransform):
+            return self.child_contexts(record, context)
+        for child in self.child_contexts(record, context):
+            if child is None:
+                continue
+            for stream in self.child_streams:
+                if stream.selected or stream.has_selected_descendents:
+                    stream.sync(context=dict(child))
+        return ()
+
+    def child_contexts(self, record: dict[str, Any], context: Context | None) -> Iterable[Context | None]:
+        """The contexts of ``record``'s children (the SDK's ``generate_child_contexts``)."""
+        yield from super().generate_child_contexts(record, context)
+
+    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        """:meth:`read_records`; when ``context`` is read, its HTTP request counts are logged."""
+        try:
+            yield from self.read_records(context)
+        finally:
+            self._owner.request_metrics.flush(self.name, context)  # type: ignore[attr-defined]
+
+    def read_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        """The records of ``context``, as Codat sends them."""
+        raise NotImplementedError
 
     @property
     def client(self) -> CodatClient:

@@ -3,6 +3,12 @@
 Flushing on STATE (and SCHEMA) keeps the guarantee that matters: when a target sees a
 STATE, it has already seen every record before it. Flushing after each RECORD, as the
 SDK's writers do, costs more than serialising it.
+
+Values are written as they are: a ``Decimal`` as a JSON number with its own digits
+(``1234567890123456.78``, never a rounded double), a float in its shortest exact form.
+Whatever orjson cannot write (integers beyond 64 bits, text with a lone surrogate, dict
+keys that are not strings, a ``timedelta`` from a stream map, …) is written by the SDK's
+own serialiser instead, so this writer never fails where the SDK's writer succeeds.
 """
 
 from __future__ import annotations
@@ -15,12 +21,29 @@ import orjson
 from singer_sdk.singerlib import SingerMessageType
 from singer_sdk.singerlib.encoding.base import GenericSingerWriter
 from singer_sdk.singerlib.encoding.simple import Message
+from singer_sdk.singerlib.json import serialize_json
 
 
 def _default(value: Any) -> Any:
+    """orjson's hook for types it does not know: a Decimal is written as its own digits
+    (a non-finite one as null, as the SDK writes NaN floats); anything else is refused,
+    and :func:`serialize` hands the message to the SDK's serialiser."""
     if isinstance(value, Decimal):
-        return float(value)
+        return orjson.Fragment(str(value)) if value.is_finite() else None
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def serialize(data: dict[str, Any]) -> bytes:
+    """One Singer message as a JSON line (bytes ending in a newline).
+
+    orjson first (fast); on anything it refuses, the SDK's serialiser (simplejson with exact
+    decimals, ``str()`` for unknown types, NaN as null, ASCII escapes), which raises only where
+    the SDK's own writer would fail too.
+    """
+    try:
+        return orjson.dumps(data, default=_default, option=orjson.OPT_APPEND_NEWLINE)
+    except (TypeError, orjson.JSONEncodeError):
+        return serialize_json(data).encode() + b"\n"
 
 
 class OrjsonWriter(GenericSingerWriter[bytes, Message]):
@@ -29,12 +52,12 @@ class OrjsonWriter(GenericSingerWriter[bytes, Message]):
     def serialize_message(self, message: Message) -> bytes:
         if message.type == SingerMessageType.STATE:
             return self.state_line(message.value)  # type: ignore[attr-defined]
-        return orjson.dumps(message.to_dict(), default=_default, option=orjson.OPT_APPEND_NEWLINE)
+        return serialize(message.to_dict())
 
     @staticmethod
     def state_line(state: Any) -> bytes:
         """A STATE line, serialised straight from the state (``to_dict`` would deep-copy it)."""
-        return orjson.dumps({"type": "STATE", "value": state}, default=_default, option=orjson.OPT_APPEND_NEWLINE)
+        return serialize({"type": "STATE", "value": state})
 
     def write_message(self, message: Message) -> None:
         self.write_line(self.format_message(message), flush=message.type != SingerMessageType.RECORD)

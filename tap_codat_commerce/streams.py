@@ -20,7 +20,6 @@ from .codat.dates import parse_instant
 from .codat.http import CodatError, RequestFailedError
 from .codat.operations import refresh, wait_for_sync
 from .codat.paging import KeysetStream, PageStream, records_of
-from .normalise import build_normaliser
 from .progress import TALLY
 from .readiness import Skipped
 from .state import IntervalStateWriter
@@ -61,7 +60,7 @@ class CompaniesStream(CodatStream):
                     raise
                 self.logger.warning("Company %s not found (%s); skipping it", company_id, exc.codat_message)
 
-    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+    def read_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         # The root of the sync: its children run inline, so when this generator ends (or is
         # closed by a failure below it) the whole sync is over.
         self.readiness.forget_all()
@@ -77,6 +76,7 @@ class CompaniesStream(CodatStream):
                 stream.forget_prefetched()
             writer.flush(self.tap_state)  # what every record emitted so far has earned
             writer.every_call = True  # and the SDK's final STATE after this
+            self._owner.request_metrics.close()  # type: ignore[attr-defined]
 
     def _companies_with_lookahead(self) -> Iterable[dict[str, Any]]:
         shard_count = int(self.config.get("shard_count", 1))
@@ -148,7 +148,7 @@ class ConnectionsStream(CodatStream):
             if isinstance(stream, CodatStream):
                 stream.prefetch(child)
 
-    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+    def read_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         assert context is not None
         company_id = context["companyId"]
         with self.failure_context(company_id):
@@ -174,7 +174,7 @@ class ConnectionsStream(CodatStream):
             return None  # only linked commerce connections have data to read
         return {"companyId": record["companyId"], "connectionId": record["id"]}
 
-    def generate_child_contexts(self, record: dict[str, Any], context: Context | None) -> Iterable[Context | None]:
+    def child_contexts(self, record: dict[str, Any], context: Context | None) -> Iterable[Context | None]:
         child = self.get_child_context(record, context)
         if child is None:
             if record.get("status") == "PendingAuth":
@@ -203,7 +203,6 @@ class CommerceStream(CodatStream):
             "companyId", "connectionId", "id")
         if endpoint.incremental:
             self.replication_key = "modifiedDate"
-        self._normalise = build_normaliser(self.schema, self.name)
         self._incoming: dict[tuple[Any, ...], dict[str, Any]] | None = None
         self._warned_keyless: set[tuple[Any, ...]] = set()
 
@@ -267,7 +266,7 @@ class CommerceStream(CodatStream):
                                         self._incoming_partition(context), has_bookmark=has_bookmark)
         return None if reason is None else Skipped(reason, routine=True)
 
-    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+    def read_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         assert context is not None
         company_id, connection_id = context["companyId"], context["connectionId"]
         with self.failure_context(company_id, connection_id):
@@ -303,9 +302,7 @@ class CommerceStream(CodatStream):
             row[self.replication_key] = None
         row["companyId"] = context["companyId"]
         row["connectionId"] = context["connectionId"]
-        if self._normalise is not None:
-            self._normalise(row)
-        return row
+        return super().post_process(row, context)
 
     def _warn_keyless(self, context: Context) -> None:
         key = context_key(context)

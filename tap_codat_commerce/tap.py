@@ -6,11 +6,14 @@ import contextlib
 import copy
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
+from types import FrameType
 from typing import Any
 
 import click
@@ -18,15 +21,18 @@ import jsonschema
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.singerlib import Schema
 from singer_sdk.tap_base import CliTestOptionValue
 
 from .changes import ChangeFilter, load_events
 from .codat.data_types import COMMERCE_ENDPOINTS
 from .codat.http import MAX_PAGE_SIZE, CodatClient, CodatError, RetryPolicy
 from .connection_test import run_connection_test
+from .normalise import UNDECLARED, declare_undeclared
 from .output import OrjsonWriter
 from .progress import quiet_sdk_logs
 from .readiness import Readiness
+from .request_metrics import RequestMetrics
 from .settings import (
     DEFAULT_BASE_URL,
     DEFAULT_CONCURRENCY,
@@ -76,6 +82,14 @@ class _NullBookmarkNotice(logging.Filter):
 
 
 logging.getLogger("singer_sdk").addFilter(_NullBookmarkNotice())
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGINT arrived: the sync stops, the run exits 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 class TapCodatCommerce(Tap):
@@ -140,6 +154,11 @@ class TapCodatCommerce(Tap):
         th.Property("log_metrics", th.BooleanType, default=False, title="Log metrics",
                     description="Log the SDK's METRIC lines and per-partition sync messages. Default: one "
                                 "progress line per company and a summary per stream at the end."),
+        th.Property("undeclared_fields", th.StringType, default="drop", allowed_values=["drop", "keep"],
+                    title="Undeclared fields",
+                    description="Fields Codat sends that the schema does not declare: 'drop' them (one warning "
+                                f"per field and stream, as the SDK does) or 'keep' them in '{UNDECLARED}', an "
+                                "untyped JSON object declared in SCHEMA at every level that lists properties."),
     ).to_dict()
 
     def __init__(self, *, config: Any = None, parse_env_config: bool = False, validate_config: bool = True,
@@ -163,6 +182,37 @@ class TapCodatCommerce(Tap):
         quiet_sdk_logs(self.name, quiet=not (isinstance(config, Mapping) and config.get("log_metrics")))
         super().__init__(config=config, parse_env_config=parse_env_config, validate_config=validate_config,
                          **kwargs)
+        if threading.current_thread() is threading.main_thread():  # only the main thread may set them
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, self._terminate)
+
+    def setup_mapper(self) -> None:
+        """The SDK's mapper, from a catalog that declares ``_codat_undeclared`` when
+        ``undeclared_fields: keep`` (a catalog discovered without it lacks it), so that SCHEMA
+        and RECORD agree."""
+        catalog = self.input_catalog
+        if catalog is not None and self.config.get("undeclared_fields") == "keep":
+            for entry in catalog.streams:
+                entry.schema = Schema.from_dict(declare_undeclared(entry.schema.to_dict()))
+        super().setup_mapper()
+
+    def _terminate(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM/SIGINT: write the current STATE (valid for a resume: every record before it
+        has been written), then stop the sync; :meth:`invoke` exits 128 + ``signum``."""
+        signal.signal(signum, signal.SIG_IGN)  # a second signal does not interrupt the shutdown
+        try:
+            self.state_writer.flush(self.state)  # now, whatever the interval
+        finally:
+            raise Terminated(signum)
+
+    @cached_property
+    def request_metrics(self) -> RequestMetrics:
+        """The SDK's http_request_duration/http_request_count for every request the client makes."""
+        endpoints = {"/companies": "companies", "/companies/{companyId}": "companies",
+                     "/companies/{companyId}/connections": "connections"}
+        for endpoint in COMMERCE_ENDPOINTS:
+            endpoints[f"/companies/{{companyId}}/connections/{{connectionId}}/data/{endpoint.path}"] = endpoint.name
+        return RequestMetrics(endpoints, default_stream="companies")
 
     @classmethod
     def settings_properties(cls) -> dict[str, dict[str, Any]]:
@@ -204,6 +254,7 @@ class TapCodatCommerce(Tap):
             timeout=float(config.get("request_timeout", 120)),
             max_concurrency=int(config.get("max_concurrency", DEFAULT_CONCURRENCY)),
             user_agent=f"{self.name}/{self.plugin_version}",
+            observer=self.request_metrics.observe,
         )
 
     @property
@@ -261,6 +312,12 @@ class TapCodatCommerce(Tap):
         except CodatError as exc:
             cls.logger.error("Sync failed: %s", exc)
             sys.exit(1)
+        except Terminated as exc:
+            name = signal.Signals(exc.signum).name
+            cls.logger.error("Sync stopped by %s before it finished; the last STATE written is where to resume",
+                             name)
+            sys.stdout.flush()
+            sys.exit(128 + exc.signum)
         except BrokenPipeError:
             # Python must not flush into the closed pipe again on exit
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -87,6 +87,15 @@ class Api:
             "records": records, "ordered": ordered})
         response.raise_for_status()
 
+    def set_records_text(self, company_id: str, connection_id: str, data_type: str, records_json: str) -> None:
+        """Like :meth:`set_records`, with the records as JSON text: exact number literals
+        (``1234567890123456.78``) and escapes (``"\\ud83d"``) reach the sandbox as written."""
+        body = (f'{{"companyId": "{company_id}", "connectionId": "{connection_id}", "dataType": "{data_type}", '
+                f'"ordered": true, "records": {records_json}}}')
+        response = requests.post(self.base + "/_sandbox/records", timeout=10, data=body.encode(),
+                                 headers={"Content-Type": "application/json"})
+        response.raise_for_status()
+
     def requests_log(self) -> dict[str, Any]:
         return requests.get(self.base + "/_sandbox/requests", timeout=10).json()
 

@@ -149,3 +149,36 @@ def test_meltano_run_into_postgres_then_incremental(start_sandbox, postgres):
     updated = postgres.query(f'select count(*) from {schema}.orders where "modifiedDate" >= \'2026-01-01\'')
     assert int(updated[0][0]) == 8 * len(marks)
     meltano("state", "clear", "--force", f"dev:tap-codat-commerce-to-target-postgres:{schema}", env=env)
+
+
+EXACT_AMOUNTS = ["0.1", "0.30000000000000004", "12345678901234.56", "1234567890123456.78",
+                 "0.3333333333333333333333333333", "99999999999999999999.99", '"12345678901234567.89"',
+                 "79228162514264337593543950335"]
+
+
+def test_exact_amounts_reach_postgres_numeric_digit_for_digit(start_sandbox, postgres):
+    """Codat's decimals (and a decimal sent as a string) land in `numeric` columns, and in the
+    line items' jsonb, with every digit Codat sent."""
+    sandbox = start_sandbox(companies=1, orders=5, accounting_every=0)
+    api = Api(sandbox)
+    company_id, connection = api.commerce_connections()[0]
+    rows = [f'{{"id": "o{n}", "modifiedDate": "2025-06-01T00:00:{n:02d}Z", "totalAmount": {amount}, '
+            f'"orderLineItems": [{{"id": "l{n}", "quantity": 1, "totalAmount": {amount}}}]}}'
+            for n, amount in enumerate(EXACT_AMOUNTS)]
+    api.set_records_text(company_id, connection["id"], "commerce-orders", "[" + ", ".join(rows) + "]")
+    schema = f"codat_{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "TAP_CODAT_COMMERCE_API_KEY": sandbox.api_key, "TAP_CODAT_COMMERCE_BASE_URL": sandbox.base_url,
+           "TARGET_POSTGRES_PORT": str(postgres.port), "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema}
+    meltano("install", "extractor", "tap-codat-commerce", env=env)
+    meltano("install", "loader", "target-postgres", env=env)
+    meltano("run", "--state-id-suffix", schema, "tap-codat-commerce", "target-postgres", env=env)
+    loaded = dict(postgres.query(f'select id, "totalAmount"::text from {schema}.orders'))
+    items = dict(postgres.query(f"select id, (\"orderLineItems\"[1]->>'totalAmount') from {schema}.orders"))
+    for n, amount in enumerate(EXACT_AMOUNTS):
+        assert loaded[f"o{n}"] == amount.strip('"'), (n, loaded[f"o{n}"])
+        assert items[f"o{n}"] == amount.strip('"'), (n, items[f"o{n}"])
+    column = postgres.query(f"select udt_name from information_schema.columns where table_schema = '{schema}' "
+                            "and table_name = 'orders' and column_name = 'totalAmount'")
+    assert column == [("numeric",)]
+    meltano("state", "clear", "--force", f"dev:tap-codat-commerce-to-target-postgres:{schema}", env=env)

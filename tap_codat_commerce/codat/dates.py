@@ -20,7 +20,12 @@ import pendulum
 CANONICAL_LENGTH = 27
 _SECOND = timedelta(seconds=1)
 # "…:SS" then an optional fraction of any length: the cheap, common shapes of UTC values.
-_UTC_SHAPE = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z?")
+# Months, hours, minutes and seconds are checked by the pattern itself; day 29 and later
+# (group 2) needs the calendar (2021-02-29 is no date).
+_UTC_SHAPE = re.compile(r"(\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8]|(29|3[01]))"
+                        r"T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d)(?:\.(\d+))?Z?")
+# The same shape with any digits: what the pattern above refuses is no date (not another form).
+_ANY_UTC_SHAPE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z?")
 
 
 def parse_instant(value: str) -> datetime | None:
@@ -58,9 +63,13 @@ def canonical(value: str) -> str | None:
     """
     shape = _UTC_SHAPE.fullmatch(value)
     if shape is not None:  # UTC already (or unqualified): no parsing, the common case kept cheap
-        whole, fraction = shape.groups()
-        if _valid_calendar(whole):
-            return f"{whole}.{(fraction or '')[:6].ljust(6, '0')}Z"
+        whole, late_day, fraction = shape.groups()
+        if late_day is not None and not _valid_calendar(whole):
+            return None
+        if fraction is None:
+            return whole + ".000000Z"
+        return f"{whole}.{fraction[:6].ljust(6, '0')}Z"
+    if _ANY_UTC_SHAPE.fullmatch(value) is not None:  # …-13-…, …T25:00:00, …:60: no date
         return None
     parsed = parse_instant(value)
     return None if parsed is None else format_instant(parsed)

@@ -11,19 +11,22 @@ import contextlib
 import gc
 import heapq
 import itertools
+import json
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import orjson
+import msgspec
 import requests
 
 logger = logging.getLogger("tap_codat_commerce.codat")
@@ -58,6 +61,75 @@ class RequestFailedError(CodatError):
         self.codat_message = codat_message
 
 
+# A JSON number literal of at most this many characters (with a fraction or an exponent)
+# has at most 15 significant digits, so a double holds it exactly and writes it back with
+# the same digits (``1.50`` as ``1.5``); longer ones, and any with an exponent, are Decimals.
+_EXACT_AS_FLOAT = 15
+
+
+def _number(text: str, _float: Callable[[str], float] = float, _decimal: type[Decimal] = Decimal) -> float | Decimal:
+    """A JSON number literal (with a fraction or exponent) as a value that keeps its digits:
+    a float when it holds them exactly (the common, fast case), else a Decimal."""
+    if len(text) <= _EXACT_AS_FLOAT and "e" not in text and "E" not in text:
+        return _float(text)
+    return _decimal(text)
+
+
+_decoder = msgspec.json.Decoder(float_hook=_number)
+
+
+class InvalidJSONError(ValueError):
+    """A body that no JSON parser accepts (truncated, or not JSON at all)."""
+
+
+def decode_json(content: bytes | str) -> Any:
+    """Parse a JSON body, keeping every number as Codat wrote it.
+
+    Integers of any size become ``int``; numbers with a fraction or exponent become ``float``
+    when that holds their digits exactly, else ``Decimal`` (``1234567890123456.78``,
+    ``0.3333333333333333333333333333``, ``1e400``). Text that Python's ``json`` accepts but
+    the fast parser refuses (a lone surrogate escape such as ``"\\ud83d"``, ``NaN``) is parsed
+    by ``json``. Raises :class:`InvalidJSONError` when neither parser accepts it.
+    """
+    try:
+        return _decoder.decode(content)
+    except msgspec.DecodeError:
+        pass
+    try:
+        # NaN/Infinity literals become Decimals, so that every float a body gives is finite.
+        return json.loads(content, parse_float=_number, parse_constant=Decimal)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidJSONError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class RequestTiming:
+    """One HTTP attempt, as reported to a :class:`CodatClient` observer.
+
+    ``endpoint`` is the path as a template (``/companies/{companyId}/connections``);
+    ``status`` is None when no response came (timeout, dropped connection); ``seconds``
+    is wall time from sending to the whole body received.
+    """
+
+    method: str
+    path: str
+    endpoint: str
+    status: int | None
+    seconds: float
+
+
+RequestObserver = Callable[[RequestTiming], None]
+
+# Path segments that name a Codat object: the one after them is an id.
+_ID_SEGMENTS = {"companies": "{companyId}", "connections": "{connectionId}"}
+
+
+def endpoint_template(path: str) -> str:
+    """``path`` with its ids replaced by names: ``/companies/{companyId}/connections/{connectionId}/…``."""
+    parts = path.split("?", 1)[0].split("/")
+    return "/".join(_ID_SEGMENTS.get(parts[i - 1], part) if i > 1 else part for i, part in enumerate(parts))
+
+
 def auth_header(api_key: str) -> str:
     """Codat's Authorization value: ``Basic base64(key)``; a ready ``Basic …`` value is kept."""
     key = api_key.strip()
@@ -87,7 +159,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 def codat_message(response: requests.Response) -> str:
     """The ``error`` text of Codat's error body, or the HTTP reason."""
     try:
-        body = response.json()
+        body = decode_json(response.content)
     except ValueError:
         return response.reason or f"HTTP {response.status_code}"
     if isinstance(body, dict) and isinstance(body.get("error"), str):
@@ -136,9 +208,14 @@ class CodatClient:
     """One HTTP client for the Codat API: thread-safe, bounded per company, retrying."""
 
     def __init__(self, base_url: str, api_key: str, *, retry: RetryPolicy | None = None,
-                 timeout: float = 120.0, max_concurrency: int = 1, user_agent: str = "tap-codat-commerce") -> None:
+                 timeout: float = 120.0, max_concurrency: int = 1, user_agent: str = "tap-codat-commerce",
+                 observer: RequestObserver | None = None) -> None:
+        """``observer``, when given, is called with a :class:`RequestTiming` after every HTTP
+        attempt (retries included), on whichever thread made it; it must be thread-safe and
+        quick, and an exception it raises is logged and ignored."""
         self.base_url = base_url.rstrip("/")
         self.host = urlsplit(self.base_url).netloc or self.base_url  # named in connection errors
+        self.observer = observer
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self.max_concurrency = max(1, max_concurrency)
@@ -209,14 +286,18 @@ class CodatClient:
         stop = self._stop
         for attempt in range(1, self.retry.max_tries + 1):
             wait: float | None = None
+            started = time.perf_counter()
             try:
                 with slot or contextlib.nullcontext():
                     response = self.session.request(method, url, params=params, json=json, timeout=self.timeout)
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                     requests.exceptions.ContentDecodingError) as exc:
                 problem = f"{type(exc).__name__.replace('Error', ' error').strip()} reaching {self.host}"
+                self._observe(method, path, None, started)
+                problem = f"{type(exc).__name__.replace('Error', ' error').strip()}"
             else:
                 status = response.status_code
+                self._observe(method, path, status, started)
                 if status < 400:
                     return response
                 if status in (401, 403):
@@ -240,6 +321,15 @@ class CodatClient:
             self._pause(delay, stop)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _observe(self, method: str, path: str, status: int | None, started: float) -> None:
+        if self.observer is None:
+            return
+        timing = RequestTiming(method, path, endpoint_template(path), status, time.perf_counter() - started)
+        try:
+            self.observer(timing)
+        except Exception:  # a broken observer must not fail a sync
+            logger.debug("request observer failed", exc_info=True)
+
     def _pause(self, seconds: float, stop: threading.Event) -> None:
         """Sleep before a retry, unless what asked for the request has been cancelled."""
         if stop.wait(seconds):
@@ -252,8 +342,8 @@ class CodatClient:
             response = self.request("GET", path, params=params)
             try:
                 with gc_paused():
-                    return orjson.loads(response.content)
-            except orjson.JSONDecodeError:
+                    return decode_json(response.content)
+            except InvalidJSONError:
                 if attempt == self.retry.max_tries:
                     raise RequestFailedError(f"GET {path} failed after {attempt} tries: the body is not valid JSON") \
                         from None
@@ -265,7 +355,7 @@ class CodatClient:
     def send_json(self, method: str, path: str, body: Any = None) -> Any:
         """POST/PATCH/PUT/DELETE with a JSON body; returns the parsed answer or None."""
         response = self.request(method, path, json=body)
-        return orjson.loads(response.content) if response.content else None
+        return decode_json(response.content) if response.content else None
 
     # --- fetching ahead -------------------------------------------------------------------
     def fetch_ahead(self, fetch: Callable[..., T], *args: Any, priority: tuple[Any, ...] = (),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import threading
 import time
@@ -10,12 +11,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import orjson
+import simplejson
 
 from .catalog import (
     COMMERCE_DATA_TYPES,
@@ -42,9 +45,24 @@ class Response:
     def __init__(self, status: int, body: Any = None, *, raw: bytes | None = None,
                  content_type: str = "application/json", headers: dict[str, str] | None = None) -> None:
         self.status = status
-        self.body = raw if raw is not None else (b"" if body is None else orjson.dumps(body))
+        self.body = raw if raw is not None else (b"" if body is None else encode(body))
         self.content_type = content_type
         self.headers = headers or {}
+
+
+def encode(body: Any) -> bytes:
+    """JSON as Codat writes it: orjson for speed; exact decimals (literal records given with
+    more digits than a double holds, as .NET decimals are), integers beyond 64 bits and text
+    with lone surrogates (escaped as ``\\ud83d``) through simplejson, digit for digit."""
+    try:
+        return orjson.dumps(body)
+    except (TypeError, orjson.JSONEncodeError):
+        return simplejson.dumps(body, use_decimal=True, allow_nan=True, separators=(",", ":")).encode()
+
+
+def decode(raw: bytes) -> Any:
+    """A request body, numbers exact (``Decimal``) and any text ``json`` accepts."""
+    return json.loads(raw, parse_float=Decimal)
 
 
 def error_body(status: int, message: str) -> dict[str, Any]:
@@ -538,8 +556,8 @@ class Handler(BaseHTTPRequestHandler):
         if not raw:
             return raw, None
         try:
-            return raw, orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            return raw, decode(raw)
+        except ValueError:
             raise ApiError(400, "The request body is not valid JSON.") from None
 
     def _handle(self, method: str) -> None:
