@@ -48,6 +48,7 @@ class CodatStream(Stream):
         self._schema_keys: tuple[str, ...] = ()
         super().__init__(tap, name=name)
         self._prefetched: dict[tuple[Any, ...], Any] = {}
+        self._normaliser: Normaliser | bool | None = False  # False: not built yet
         quiet_stream_logger(self.logger, quiet=not self.config.get("log_metrics"))
 
     @property
@@ -59,7 +60,6 @@ class CodatStream(Stream):
                 state_partitioning_keys=self.state_partitioning_keys, is_sorted=self.is_sorted,
                 check_sorted=self.check_sorted)
         return self._state_manager  # type: ignore[return-value]
-        self._normaliser: Normaliser | bool | None = False  # False: not built yet
 
     @property
     def undeclared_fields(self) -> UndeclaredMode:

@@ -269,7 +269,7 @@ def test_http_metrics_are_emitted_for_every_request_tagged_as_the_sdk_tags_them(
     api = Api(sandbox)
     api.reset_requests()
     api.faults(script={"status": 503, "after": 5, "count": 2, "path": "/data/commerce-orders"})
-    config = write_json(tmp_path, "config.json", tap_config(sandbox, page_size=50, max_concurrency=8))
+    config = write_json(tmp_path, "config.json", tap_config(sandbox, page_size=50, max_concurrency=8, log_metrics=True))
     result = run_cli(["--config", config])
     assert result.returncode == 0, result.stderr[-2000:]
     served = api.requests_log()["requests"]

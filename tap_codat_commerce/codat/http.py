@@ -294,7 +294,6 @@ class CodatClient:
                     requests.exceptions.ContentDecodingError) as exc:
                 problem = f"{type(exc).__name__.replace('Error', ' error').strip()} reaching {self.host}"
                 self._observe(method, path, None, started)
-                problem = f"{type(exc).__name__.replace('Error', ' error').strip()}"
             else:
                 status = response.status_code
                 self._observe(method, path, status, started)
