@@ -86,15 +86,21 @@ def meltano(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     return done
 
 
-def test_meltano_run_into_postgres_then_incremental(start_sandbox, postgres):
-    sandbox = start_sandbox(companies=4, orders=120)
-    api = Api(sandbox)
-    schema = f"codat_{uuid.uuid4().hex[:8]}"
+def installed_meltano_env(sandbox, postgres, schema: str) -> dict[str, str]:
+    """The environment for `meltano run` into ``schema`` on the test's PostgreSQL, plugins installed."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "TAP_CODAT_COMMERCE_API_KEY": sandbox.api_key, "TAP_CODAT_COMMERCE_BASE_URL": sandbox.base_url,
            "TARGET_POSTGRES_PORT": str(postgres.port), "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema}
     meltano("install", "extractor", "tap-codat-commerce", env=env)
     meltano("install", "loader", "target-postgres", env=env)
+    return env
+
+
+def test_meltano_run_into_postgres_then_incremental(start_sandbox, postgres):
+    sandbox = start_sandbox(companies=4, orders=120)
+    api = Api(sandbox)
+    schema = f"codat_{uuid.uuid4().hex[:8]}"
+    env = installed_meltano_env(sandbox, postgres, schema)
     run = ("run", "--state-id-suffix", schema, "tap-codat-commerce", "target-postgres")
 
     meltano(*run, env=env)
@@ -167,11 +173,7 @@ def test_exact_amounts_reach_postgres_numeric_digit_for_digit(start_sandbox, pos
             for n, amount in enumerate(EXACT_AMOUNTS)]
     api.set_records_text(company_id, connection["id"], "commerce-orders", "[" + ", ".join(rows) + "]")
     schema = f"codat_{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "TAP_CODAT_COMMERCE_API_KEY": sandbox.api_key, "TAP_CODAT_COMMERCE_BASE_URL": sandbox.base_url,
-           "TARGET_POSTGRES_PORT": str(postgres.port), "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema}
-    meltano("install", "extractor", "tap-codat-commerce", env=env)
-    meltano("install", "loader", "target-postgres", env=env)
+    env = installed_meltano_env(sandbox, postgres, schema)
     meltano("run", "--state-id-suffix", schema, "tap-codat-commerce", "target-postgres", env=env)
     loaded = dict(postgres.query(f'select id, "totalAmount"::text from {schema}.orders'))
     items = dict(postgres.query(f"select id, (\"orderLineItems\"[1]->>'totalAmount') from {schema}.orders"))
