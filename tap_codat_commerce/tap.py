@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import logging
 import os
 import signal
@@ -304,6 +305,10 @@ class TapCodatCommerce(Tap):
             for line in given.problems:
                 cls.logger.error("%s", line)
             sys.exit(1)
+        # A page of 2000 orders is ~160k new containers, none in a cycle, freed by reference
+        # counting once written: a young generation this large lets them go before any cyclic
+        # collection walks them (measured: ~10% less CPU per record than the default 700).
+        gc.set_threshold(100_000, 50, 100)
         try:
             super().invoke(*args, **kwargs)
         except ConfigValidationError as exc:

@@ -12,6 +12,7 @@ gives ``1`` for year 1 on glibc, which Codat's query parser rejects.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -55,6 +56,7 @@ def format_instant(moment: datetime) -> str:
             f"{moment.second:02d}.{moment.microsecond:06d}Z")
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a record's dates repeat in its payments and lines
 def canonical(value: str) -> str | None:
     """Any Codat date-time text in the canonical form; None if it is no date.
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import gc
 import heapq
 import itertools
 import json
@@ -16,9 +15,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -165,28 +163,6 @@ def codat_message(response: requests.Response) -> str:
     if isinstance(body, dict) and isinstance(body.get("error"), str):
         return body["error"]
     return response.reason or f"HTTP {response.status_code}"
-
-
-_gc_lock = threading.Lock()
-_gc_pauses = 0
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """No cyclic GC while a page is parsed: a 5000-record page is ~400k new containers,
-    and collections triggered halfway through them triple the parse time."""
-    global _gc_pauses  # noqa: PLW0603
-    with _gc_lock:
-        _gc_pauses += 1
-        if _gc_pauses == 1:
-            gc.disable()
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pauses -= 1
-            if _gc_pauses == 0:
-                gc.enable()
 
 
 @dataclass(frozen=True)
@@ -340,8 +316,7 @@ class CodatClient:
             stop = self._stop
             response = self.request("GET", path, params=params)
             try:
-                with gc_paused():
-                    return decode_json(response.content)
+                return decode_json(response.content)
             except InvalidJSONError:
                 if attempt == self.retry.max_tries:
                     raise RequestFailedError(f"GET {path} failed after {attempt} tries: the body is not valid JSON") \
