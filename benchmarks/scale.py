@@ -104,9 +104,11 @@ def main() -> int:
         for companies in args.companies:
             started = time.perf_counter()
             results["counts"].append(one_count(directory, companies, args.orders, unchanged=False))
-            print(f"{companies} companies done in {time.perf_counter() - started:.0f} s", flush=True)
+            print(f"{companies} companies done in {time.perf_counter() - started:.0f} s: "
+                  f"{json.dumps(results['counts'][-1])}", flush=True)
         if args.unchanged:
             results["unchanged"] = one_count(directory, args.unchanged, args.unchanged_orders, unchanged=True)
+            print(f"unchanged: {json.dumps(results['unchanged'])}", flush=True)
     print_table(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -115,7 +115,7 @@ def sandbox_process(*flags: str) -> Iterator[tuple[str, str]]:
         yield banner["base_url"], banner["api_key"]
     finally:
         process.terminate()
-        code = process.wait(timeout=30)
+        code = process.wait(timeout=120)
         process.stdout.close()
     if code != 0:
         raise RuntimeError(f"the sandbox did not stop cleanly (exit {code})")
