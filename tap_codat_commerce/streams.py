@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import zlib
 from collections.abc import Iterable
 from concurrent.futures import Future
@@ -29,6 +30,8 @@ class RecordError(CodatError):
     """A record the tap cannot emit correctly."""
 
 
+LOOK_AHEAD_EVERY = 0.005  # seconds between look-aheads from within a company
+
 # Codat answers these on a data endpoint when there is nothing to read: skip, don't fail.
 UNAVAILABLE_STATUSES = (404, 409)
 
@@ -43,6 +46,9 @@ class CompaniesStream(CodatStream):
 
     name = "companies"
     primary_keys = ("id",)
+    _upcoming: list[dict[str, Any]] = []  # this sync's companies, in order
+    _position = 0
+    _looked_ahead_at = 0.0
 
     def open(self, context: Context | None) -> PageStream:
         return PageStream(self.client, "/companies", page_size=self.page_size)
@@ -87,18 +93,30 @@ class CompaniesStream(CodatStream):
         ranks = self._owner.company_rank  # type: ignore[attr-defined]
         ranks.clear()
         ranks.update((company["id"], position) for position, company in enumerate(mine))
-        connections = next(s for s in self.child_streams if isinstance(s, ConnectionsStream))
-        # The next companies' dataStatus, connection lists and first data pages are fetched
-        # while this one is emitted; earlier companies' fetches always go first (priority),
-        # and the client bounds pages of records waiting unread.
-        lookahead = 2 * self.client.max_concurrency
+        self._upcoming = mine
         for position, company in enumerate(mine):
             self.logger.info("Company %d/%d: %s (%s)", position + 1, len(mine), company.get("name"), company["id"])
-            for upcoming in mine[position:position + lookahead]:
-                self.readiness.prefetch(upcoming["id"], (ranks[upcoming["id"]],))
-                connections.prefetch({"companyId": upcoming["id"]})
-                connections.prefetch_children_if_listed({"companyId": upcoming["id"]})
+            self._position = position
+            self.look_ahead(force=True)
             yield company
+
+    def look_ahead(self, *, force: bool = False) -> None:
+        """Fetch the next companies' dataStatus and connection lists, and the first pages of the
+        data types of those whose both have arrived, while this one is emitted (earlier companies'
+        fetches go first; the client bounds pages of records waiting unread). Called at each
+        company, and (at most every few milliseconds) as each data type of a connection starts."""
+        now = time.monotonic()
+        if not force and now - self._looked_ahead_at < LOOK_AHEAD_EVERY:
+            return
+        self._looked_ahead_at = now
+        connections = next(s for s in self.child_streams if isinstance(s, ConnectionsStream))
+        ranks = self._owner.company_rank  # type: ignore[attr-defined]
+        # Within a company (not forced) its own connection list has been read already: start after it.
+        first = self._position if force else self._position + 1
+        for upcoming in self._upcoming[first:self._position + 2 * self.client.max_concurrency]:
+            self.readiness.prefetch(upcoming["id"], (ranks[upcoming["id"]],))
+            connections.prefetch({"companyId": upcoming["id"]})
+            connections.prefetch_children_if_listed({"companyId": upcoming["id"]})
 
     def _descendants(self) -> list[CodatStream]:
         found: list[CodatStream] = []
@@ -269,6 +287,9 @@ class CommerceStream(CodatStream):
     def read_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         assert context is not None
         company_id, connection_id = context["companyId"], context["connectionId"]
+        root = self._owner.streams["companies"]
+        if isinstance(root, CompaniesStream):
+            root.look_ahead()  # connection lists that arrived meanwhile: start their data types now
         with self.failure_context(company_id, connection_id):
             source = self.opened(context)
             if isinstance(source, Skipped):

@@ -333,7 +333,7 @@ class CodatClient:
 
     # --- fetching ahead -------------------------------------------------------------------
     def fetch_ahead(self, fetch: Callable[..., T], *args: Any, priority: tuple[Any, ...] = (),
-                    records: int = 0) -> Future[T] | None:
+                    records: int = 0, counted: Callable[[T], int] | None = None) -> Future[T] | None:
         """Queue ``fetch(*args)`` for the pool (None when running sequentially).
 
         At most ``max_concurrency`` fetches run at once, lowest ``priority`` first (the tap
@@ -341,13 +341,15 @@ class CodatClient:
         A fetch of up to ``records`` records (a page) starts only while the pages fetched and
         not yet read hold fewer than ``UNREAD_RECORDS`` (one page always may), which bounds
         memory whatever ``max_concurrency`` and the page size are; ``records=0`` (connection
-        lists, dataStatus) is not counted.
+        lists, dataStatus) is not counted. Once fetched, a page counts for what ``counted`` says
+        it holds (a page of 20 records does not hold a place for 2000).
         """
         if self.max_concurrency < 2:
             return None
         future: Future[T] = Future()
         with self._slots_lock:
-            heapq.heappush(self._queued, _Queued(priority, next(self._sequence), future, fetch, args, records))
+            heapq.heappush(self._queued, _Queued(priority, next(self._sequence), future, fetch, args, records,
+                                                 counted))
         self._launch()
         return future
 
@@ -376,7 +378,12 @@ class CodatClient:
 
     def _complete(self, item: _Queued) -> None:
         try:
-            item.future.set_result(item.fetch(*item.args))
+            result = item.fetch(*item.args)
+            if item.counted is not None:
+                with self._slots_lock:
+                    if item.future in self._heavy_unread:
+                        self._heavy_unread[item.future] = max(1, item.counted(result))
+            item.future.set_result(result)
         except BaseException as exc:
             item.future.set_exception(exc)
         finally:
@@ -409,6 +416,7 @@ class _Queued:
     fetch: Callable[..., Any] = field(compare=False)
     args: tuple[Any, ...] = field(compare=False)
     records: int = field(compare=False)
+    counted: Callable[[Any], int] | None = field(compare=False)
 
 
 def is_loopback(url: str) -> bool:

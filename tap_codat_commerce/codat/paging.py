@@ -211,7 +211,8 @@ class KeysetStream:
         self._future: Future[Step] | None = self._ahead(self._first)
 
     def _ahead(self, cursor: Cursor) -> Future[Step] | None:
-        return self.client.fetch_ahead(self.step, cursor, priority=self.priority, records=self.page_size)
+        return self.client.fetch_ahead(self.step, cursor, priority=self.priority, records=self.page_size,
+                                       counted=lambda step: len(step.records))
 
     def close(self) -> None:
         if self._future is not None:
