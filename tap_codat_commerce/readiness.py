@@ -67,9 +67,13 @@ class Readiness:
         if future is not None:
             self.client.discard(future)
 
+    def status(self, company_id: str, data_type: str) -> DataTypeStatus | None:
+        """What dataStatus says of one data type of the company (None: not known)."""
+        return (self.statuses(company_id) or {}).get(data_type)
+
     def skip(self, company_id: str, data_type: str) -> Skipped | None:
         """Why ``data_type`` will not be read for the company (from dataStatus), or None."""
-        status = (self.statuses(company_id) or {}).get(data_type)
+        status = self.status(company_id, data_type)
         if status is None or status.readable:
             return None
         if status.status == "NotSupported":

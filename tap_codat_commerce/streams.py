@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 import zlib
 from collections.abc import Iterable
 from concurrent.futures import Future
@@ -30,8 +29,6 @@ class RecordError(CodatError):
     """A record the tap cannot emit correctly."""
 
 
-LOOK_AHEAD_EVERY = 0.005  # seconds between look-aheads from within a company
-
 # Codat answers these on a data endpoint when there is nothing to read: skip, don't fail.
 UNAVAILABLE_STATUSES = (404, 409)
 
@@ -46,9 +43,6 @@ class CompaniesStream(CodatStream):
 
     name = "companies"
     primary_keys = ("id",)
-    _upcoming: list[dict[str, Any]] = []  # this sync's companies, in order
-    _position = 0
-    _looked_ahead_at = 0.0
 
     def open(self, context: Context | None) -> PageStream:
         return PageStream(self.client, "/companies", page_size=self.page_size)
@@ -93,30 +87,18 @@ class CompaniesStream(CodatStream):
         ranks = self._owner.company_rank  # type: ignore[attr-defined]
         ranks.clear()
         ranks.update((company["id"], position) for position, company in enumerate(mine))
-        self._upcoming = mine
+        connections = next(s for s in self.child_streams if isinstance(s, ConnectionsStream))
+        # The next companies' dataStatus, connection lists and first data pages are fetched
+        # while this one is emitted; earlier companies' fetches always go first (priority),
+        # and the client bounds the records fetched and not yet read.
+        lookahead = 2 * self.client.max_concurrency
         for position, company in enumerate(mine):
             self.logger.info("Company %d/%d: %s (%s)", position + 1, len(mine), company.get("name"), company["id"])
-            self._position = position
-            self.look_ahead(force=True)
+            for upcoming in mine[position:position + lookahead]:
+                self.readiness.prefetch(upcoming["id"], (ranks[upcoming["id"]],))
+                connections.prefetch({"companyId": upcoming["id"]})
+                connections.prefetch_children_if_listed({"companyId": upcoming["id"]})
             yield company
-
-    def look_ahead(self, *, force: bool = False) -> None:
-        """Fetch the next companies' dataStatus and connection lists, and the first pages of the
-        data types of those whose both have arrived, while this one is emitted (earlier companies'
-        fetches go first; the client bounds pages of records waiting unread). Called at each
-        company, and (at most every few milliseconds) as each data type of a connection starts."""
-        now = time.monotonic()
-        if not force and now - self._looked_ahead_at < LOOK_AHEAD_EVERY:
-            return
-        self._looked_ahead_at = now
-        connections = next(s for s in self.child_streams if isinstance(s, ConnectionsStream))
-        ranks = self._owner.company_rank  # type: ignore[attr-defined]
-        # Within a company (not forced) its own connection list has been read already: start after it.
-        first = self._position if force else self._position + 1
-        for upcoming in self._upcoming[first:self._position + 2 * self.client.max_concurrency]:
-            self.readiness.prefetch(upcoming["id"], (ranks[upcoming["id"]],))
-            connections.prefetch({"companyId": upcoming["id"]})
-            connections.prefetch_children_if_listed({"companyId": upcoming["id"]})
 
     def _descendants(self) -> list[CodatStream]:
         found: list[CodatStream] = []
@@ -277,7 +259,7 @@ class CommerceStream(CodatStream):
         """Skip without a request what Codat has not re-synced since the last read (see changes.py)."""
         changes: ChangeFilter = self._owner.changes  # type: ignore[attr-defined]
         company_id = context["companyId"]
-        status = (self.readiness.statuses(company_id) or {}).get(self.endpoint.data_type)
+        status = self.readiness.status(company_id, self.endpoint.data_type)
         has_bookmark = self.endpoint.single_object or (
             self.replication_method == REPLICATION_INCREMENTAL and bool(self._bookmark(context)))
         reason = changes.reason_to_skip((company_id, context["connectionId"], self.endpoint.data_type), status,
@@ -287,9 +269,6 @@ class CommerceStream(CodatStream):
     def read_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         assert context is not None
         company_id, connection_id = context["companyId"], context["connectionId"]
-        root = self._owner.streams["companies"]
-        if isinstance(root, CompaniesStream):
-            root.look_ahead()  # connection lists that arrived meanwhile: start their data types now
         with self.failure_context(company_id, connection_id):
             source = self.opened(context)
             if isinstance(source, Skipped):
@@ -304,8 +283,8 @@ class CommerceStream(CodatStream):
                     yield self.client.collect(source, self.client.get_json, self._path(context))
                 else:
                     yield self.client.get_json(self._path(context))
-                status = (self.readiness.statuses(company_id) or {}).get(self.endpoint.data_type)
-                ChangeFilter.mark_read(self.get_context_state(context), status)
+                ChangeFilter.mark_read(self.get_context_state(context),
+                                       self.readiness.status(company_id, self.endpoint.data_type))
             except RequestFailedError as exc:
                 if exc.status not in UNAVAILABLE_STATUSES:
                     raise

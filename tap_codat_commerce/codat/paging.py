@@ -178,7 +178,6 @@ class Step:
 
     records: list[dict[str, Any]]
     next: Cursor | None
-    nulls: int = 0  # records without a modifiedDate among ``records``
     notes: list[str] = field(default_factory=list)
 
 
@@ -265,8 +264,7 @@ class KeysetStream:
     def _step(self, emitted: list[tuple[str, dict[str, Any]]], following: Cursor | None, notes: list[str] | None = None,
               ) -> Step:
         emitted.sort(key=lambda pair: pair[0])
-        return Step([record for _, record in emitted], following, sum(1 for key, _ in emitted if not key),
-                     notes or [])
+        return Step([record for _, record in emitted], following, notes or [])
 
     def _keyset_step(self, cursor: Cursor, page: Page, keyed: list[tuple[str | None, dict[str, Any]]]) -> Step:
         emitted = self._emit(cursor, keyed)
