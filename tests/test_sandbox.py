@@ -225,7 +225,7 @@ def test_orders_reference_real_records_and_add_up(api):
                           "commerce-payments", "commerce-taxComponents")}
     ids = {path: {r["id"] for r in rows} for path, rows in fetch.items()}
     payments = {p["id"]: p for p in fetch["commerce-payments"]}
-    currency = fetch["commerce-orders"][0]["currency"]
+    currencies: Counter[str] = Counter()
     guests = 0
     for order in fetch["commerce-orders"]:
         if order.get("customerRef") is None:
@@ -241,8 +241,35 @@ def test_orders_reference_real_records_and_add_up(api):
         assert order["totalAmount"] == pytest.approx(lines + charges, abs=0.011)
         for payment in order["payments"]:
             assert payments[payment["id"]]["amount"] == order["totalAmount"]
-            assert payment["currency"] == order["currency"] == currency
+            assert payment["currency"] == order["currency"] == payments[payment["id"]]["currency"]
+        currencies[order["currency"]] += 1
     assert 0 < guests < len(fetch["commerce-orders"])
+    # amounts are in each order's own currency: the shop's, a cross-border one, and XXX (unknown)
+    assert set(currencies) == {"GBP", "EUR", "XXX"} and currencies["GBP"] > currencies["EUR"] > 0
+
+
+def test_refunds_come_with_either_sign_and_a_negative_line(start_sandbox):
+    """Codat's schema says totalRefund <= 0, its guides and some platforms send it positive: the
+    sandbox does both. A refund is a line with a negative quantity, and totalAmount includes it."""
+    api = Api(start_sandbox(companies=12, orders=60, accounting_every=0))
+    api.advance(seconds=3600, updates=30)
+    signs: dict[str, set[int]] = {}
+    for company, connection in api.commerce_connections():
+        response = api.get(data_path(company, connection, "commerce-orders"), params={"pageSize": 500})
+        if response.status_code != 200:
+            continue
+        for order in response.json()["results"]:
+            refund_lines = [line for line in order["orderLineItems"] if line["quantity"] < 0]
+            if not order["totalRefund"]:
+                assert not refund_lines
+                continue
+            assert len(refund_lines) == 1
+            assert abs(order["totalRefund"]) == pytest.approx(-refund_lines[0]["totalAmount"], abs=0.001)
+            lines = sum(line["totalAmount"] for line in order["orderLineItems"])
+            charges = sum(s["totalAmount"] for s in order["serviceCharges"])
+            assert order["totalAmount"] == pytest.approx(lines + charges, abs=0.011)
+            signs.setdefault(connection["platformName"], set()).add(1 if order["totalRefund"] > 0 else -1)
+    assert signs.get("Square") == {1} and signs.get("Shopify") == {-1}
 
 
 def test_dates_come_in_the_forms_codat_sends(api):

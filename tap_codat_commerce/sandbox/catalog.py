@@ -51,22 +51,28 @@ class Platform:
     id_style: str = "uuid"  # uuid | numeric | stripe | amazon
     date_style: str = "utc"  # how createdDate / sourceModifiedDate look: utc | naive | offset
     payment_provider: str | None = None
+    # Codat's schema says an order's totalRefund is <= 0; its guides and some platforms send it
+    # positive. The sandbox does both, so that a model reading it must drop the sign.
+    refund_sign: int = -1
+    # A second currency some of its orders are sold in (cross-border sales): amounts are in each
+    # order's own currency, never converted.
+    other_currency: str | None = None
 
 
 PLATFORMS: tuple[Platform, ...] = (
     Platform("aiwb", "Commerce Sandbox", supported=ALL_COMMERCE, currency="GBP", country="GBR",
-             payment_provider="Sandbox Pay"),
+             payment_provider="Sandbox Pay", other_currency="EUR"),
     Platform("fztf", "Shopify", supported=ALL_COMMERCE, id_style="numeric", date_style="offset",
-             payment_provider="Shopify Payments"),
+             payment_provider="Shopify Payments", other_currency="CAD"),
     Platform("zsth", "Square", supported=_without("taxComponents"), date_style="naive",
-             payment_provider="Square"),
+             payment_provider="Square", refund_sign=1),
     Platform("exgd", "Stripe", currency="EUR", country="IRL", id_style="stripe",
              supported=_only("companyInfo", "customers", "disputes", "payments", "paymentMethods",
                              "products", "transactions"),
              payment_provider="Stripe"),
     Platform("ltpp", "WooCommerce", supported=_without("disputes", "transactions", "locations"),
              currency="GBP", country="GBR", id_style="numeric", date_style="naive",
-             payment_provider="WooCommerce Payments"),
+             payment_provider="WooCommerce Payments", refund_sign=1, other_currency="EUR"),
     Platform("ugxp", "Zettle", currency="SEK", country="SWE", date_style="offset",
              supported=_without("customers", "disputes")),
     Platform("fqly", "Clover", supported=_without("disputes"), payment_provider="Clover"),
