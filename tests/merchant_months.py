@@ -1,0 +1,180 @@
+"""merchant_monthly computed again in plain Python, from the sandbox's records read through the
+Codat API (never through a warehouse), following the definitions in the README; the tests compare
+it with what the dbt models built on DuckDB and on PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from tests.conftest import Api
+
+Key = tuple[str, str, date, str]  # company, connection, month (UTC), currency
+AMOUNTS = ("gross_sales", "discounts", "refunds", "net_sales", "disputed_amount")
+COLUMNS = ("orders", *AMOUNTS[:4], "customers", "average_order_value", "disputes_opened", "disputed_amount")
+CENT = Decimal("0.01")
+
+
+def records(api: Api, company: str, connection: str, path: str) -> Iterator[dict[str, Any]]:
+    """Every record of one data type of one connection, page by page (none if it has no such type)."""
+    page = 1
+    while True:
+        response = api.get(f"/companies/{company}/connections/{connection}/data/{path}",
+                           params={"page": page, "pageSize": 2000})
+        if response.status_code != 200:
+            return
+        body = response.json(parse_float=Decimal)
+        yield from body["results"]
+        if "next" not in body["_links"]:
+            return
+        page += 1
+
+
+def utc_month(text: str) -> date:
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)  # an offset date can be in another month in UTC
+    return moment.date().replace(day=1)
+
+
+def currency_of(value: str | None) -> str:
+    return (value or "").strip().upper() or "XXX"
+
+
+def amount(value: Any) -> Decimal:
+    return Decimal(str(value)) if value is not None else Decimal(0)
+
+
+@dataclass
+class MerchantMonth:
+    orders: int = 0
+    gross_sales: Decimal = Decimal(0)
+    discounts: Decimal = Decimal(0)
+    refunds: Decimal = Decimal(0)
+    net_sales: Decimal = Decimal(0)
+    customer_ids: set[str] = field(default_factory=set)
+    disputes_opened: int = 0
+    disputed_amount: Decimal = Decimal(0)
+
+    def add_order(self, order: dict[str, Any]) -> None:
+        lines = order.get("orderLineItems") or []
+        allocations = [abs(amount(a.get("totalAmount"))) for line in lines
+                       for a in line.get("discountAllocations") or []]
+        discount = sum(allocations, Decimal(0)) if allocations else abs(amount(order.get("totalDiscount")))
+        refund = abs(amount(order.get("totalRefund")))
+        if not refund:  # no totalRefund: the lines with a negative quantity are the refund
+            refund = abs(sum((amount(line.get("totalAmount")) for line in lines
+                              if amount(line.get("quantity")) < 0), Decimal(0)))
+        net = amount(order.get("totalAmount"))
+        self.orders += 1
+        self.net_sales += net
+        self.discounts += discount
+        self.refunds += refund
+        self.gross_sales += net + discount + refund
+        if (order.get("customerRef") or {}).get("id"):
+            self.customer_ids.add(order["customerRef"]["id"])
+
+    def add_dispute(self, dispute: dict[str, Any]) -> None:
+        self.disputes_opened += 1
+        self.disputed_amount += abs(amount(dispute.get("totalAmount")))
+
+    def row(self) -> dict[str, Any]:
+        average = (self.net_sales / self.orders).quantize(CENT, ROUND_HALF_UP) if self.orders else None
+        return {"orders": self.orders, "gross_sales": self.gross_sales, "discounts": self.discounts,
+                "refunds": self.refunds, "net_sales": self.net_sales, "customers": len(self.customer_ids),
+                "average_order_value": average, "disputes_opened": self.disputes_opened,
+                "disputed_amount": self.disputed_amount}
+
+
+Snapshot = dict[tuple[str, str, str, str], dict[str, Any]]  # (path, company, connection, id) -> record
+ADDITIVE = ("orders", "gross_sales", "discounts", "refunds", "net_sales", "disputes_opened", "disputed_amount")
+
+
+def snapshot(api: Api) -> Snapshot:
+    """Every order and dispute of every linked commerce connection, read through the Codat API."""
+    found: Snapshot = {}
+    for company, connection in api.commerce_connections():
+        if connection["status"] != "Linked":  # the tap reads linked connections only
+            continue
+        for path in ("commerce-orders", "commerce-disputes"):
+            for record in records(api, company, connection["id"], path):
+                found[(path, company, connection["id"], record["id"])] = record
+    return found
+
+
+def merchant_months(records_by_key: Snapshot) -> dict[Key, MerchantMonth]:
+    months: dict[Key, MerchantMonth] = {}
+    for (path, company, connection, _), record in records_by_key.items():
+        key = (company, connection, utc_month(record["createdDate"]), currency_of(record.get("currency")))
+        month = months.setdefault(key, MerchantMonth())
+        month.add_order(record) if path == "commerce-orders" else month.add_dispute(record)
+    return months
+
+
+def expected_merchant_months(records_by_key: Snapshot) -> dict[Key, dict[str, Any]]:
+    """merchant_monthly as the README defines it."""
+    return {key: month.row() for key, month in merchant_months(records_by_key).items()}
+
+
+def expected_change(before: Snapshot, after: Snapshot) -> dict[Key, dict[str, Any]]:
+    """What the changed and new records alone move in each merchant-month (additive columns):
+    their new contributions minus their old ones."""
+    changed = {key for key in after if before.get(key) != after[key]}
+    added = merchant_months({key: after[key] for key in changed})
+    removed = merchant_months({key: before[key] for key in changed if key in before})
+    change = {}
+    for key in added.keys() | removed.keys():
+        new, old = (added.get(key, MerchantMonth()).row(), removed.get(key, MerchantMonth()).row())
+        moved = {name: new[name] - old[name] for name in ADDITIVE}
+        if any(moved.values()):
+            change[key] = moved
+    return change
+
+
+def loaded_change(before: dict[Key, dict[str, Any]], after: dict[Key, dict[str, Any]]) -> dict[Key, dict[str, Any]]:
+    """How the warehouse's merchant_monthly moved between two builds (additive columns)."""
+    empty = dict.fromkeys(ADDITIVE, 0)
+    change = {}
+    for key in before.keys() | after.keys():
+        new, old = after.get(key, empty), before.get(key, empty)
+        moved = {name: new[name] - old[name] for name in ADDITIVE}
+        if any(moved.values()):
+            change[key] = moved
+    return change
+
+
+def loaded_merchant_months(rows: Iterable[tuple[Any, ...]]) -> dict[Key, dict[str, Any]]:
+    """The warehouse's merchant_monthly rows, selected as (company_id, connection_id, month,
+    currency, *COLUMNS), with values as DuckDB returns them or as psql prints them."""
+    loaded = {}
+    for company, connection, month_value, currency, *values in rows:
+        month = date.fromisoformat(month_value) if isinstance(month_value, str) else month_value
+        row = dict(zip(COLUMNS, values, strict=True))
+        for name in ("orders", "customers", "disputes_opened"):
+            row[name] = int(row[name])
+        for name in (*AMOUNTS, "average_order_value"):
+            row[name] = None if row[name] in (None, "") else Decimal(str(row[name]))
+        loaded[(company, connection, month, currency)] = row
+    return loaded
+
+
+def differences(expected: dict[Key, dict[str, Any]], loaded: dict[Key, dict[str, Any]]) -> list[str]:
+    """What differs, one line each; average_order_value may differ by a cent of rounding."""
+    found = [f"missing {key}" for key in expected.keys() - loaded.keys()]
+    found += [f"unexpected {key}: {loaded[key]}" for key in loaded.keys() - expected.keys()]
+    for key in expected.keys() & loaded.keys():
+        want, got = expected[key], loaded[key]
+        for name in COLUMNS:
+            rounding = name == "average_order_value" and None not in (want[name], got[name])
+            if rounding and abs(want[name] - got[name]) <= CENT:
+                continue
+            if want[name] != got[name]:
+                found.append(f"{key} {name}: expected {want[name]}, loaded {got[name]}")
+    return found
+
+
+MART_QUERY = ("select company_id, connection_id, month, currency, " + ", ".join(COLUMNS)
+              + " from {schema}.merchant_monthly")

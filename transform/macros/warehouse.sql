@@ -1,0 +1,67 @@
+{#- The few places where DuckDB and PostgreSQL differ; every model is written once over these. -#}
+
+{#- An amount as an exact decimal: Codat's amounts arrive as numeric (PostgreSQL), double
+    (target-duckdb) or JSON text (nested values). -#}
+{% macro amount(expression) -%}
+    cast({{ expression }} as decimal(38, 6))
+{%- endmacro %}
+
+{#- A key or text field of a JSON object, as text. -#}
+{% macro json_text(object, key) -%}
+    ({{ object }} ->> '{{ key }}')
+{%- endmacro %}
+
+{#- A JSON array column as one JSON array value: target-postgres loads arrays of objects as
+    jsonb[], target-duckdb as JSON. -#}
+{% macro json_array(column) -%}
+    {{ return(adapter.dispatch('json_array', 'codat_commerce')(column)) }}
+{%- endmacro %}
+
+{% macro default__json_array(column) -%}
+    {{ column }}
+{%- endmacro %}
+
+{% macro postgres__json_array(column) -%}
+    to_jsonb({{ column }})
+{%- endmacro %}
+
+{#- A lateral join giving one row per element of a JSON array: `alias.value` (the element,
+    JSON) and `alias.position` (1, 2, ...). A null or empty array gives no row. -#}
+{% macro json_elements(array, alias) -%}
+    {{ return(adapter.dispatch('json_elements', 'codat_commerce')(array, alias)) }}
+{%- endmacro %}
+
+{% macro duckdb__json_elements(array, alias) -%}
+    cross join lateral (
+        select unnest(cast({{ array }} as json[])) as value,
+               generate_subscripts(cast({{ array }} as json[]), 1) as position
+    ) as {{ alias }}
+{%- endmacro %}
+
+{% macro postgres__json_elements(array, alias) -%}
+    cross join lateral jsonb_array_elements(
+        case when jsonb_typeof({{ array }}) = 'array' then {{ array }} else '[]'::jsonb end
+    ) with ordinality as {{ alias }}(value, position)
+{%- endmacro %}
+
+{#- The calendar month (UTC) of a timestamp, as a date (the 1st). The tap writes every date in
+    UTC, and both loaders store it as a timestamp without time zone. -#}
+{% macro utc_month(timestamp) -%}
+    cast(date_trunc('month', {{ timestamp }}) as date)
+{%- endmacro %}
+
+{#- An ISO 4217 code as Codat means it: upper case; missing or blank is XXX (unknown). -#}
+{% macro currency(expression) -%}
+    coalesce(nullif(upper(trim({{ expression }})), ''), 'XXX')
+{%- endmacro %}
+
+{#- Codat's 0001-01-01 "no date" sentinel as null. -#}
+{% macro real_date(timestamp) -%}
+    case when {{ timestamp }} >= cast('1900-01-01' as timestamp) then {{ timestamp }} end
+{%- endmacro %}
+
+{#- The key of a commerce record as one text value, for relationships tests: Codat's company and
+    connection ids are UUIDs, so "|" cannot be ambiguous. -#}
+{% macro record_key(company_id, connection_id, id) -%}
+    ({{ company_id }} || '|' || {{ connection_id }} || '|' || {{ id }})
+{%- endmacro %}

@@ -1,0 +1,13 @@
+-- One row per discount allocated to an order line (discountAllocations), as a positive amount.
+select
+    {{ record_key('o."companyId"', 'o."connectionId"', 'o.id') }} as order_key,
+    o."companyId" as company_id,
+    o."connectionId" as connection_id,
+    o.id as order_id,
+    line.position as line_number,
+    discount.position as discount_number,
+    {{ json_text('discount.value', 'name') }} as discount_name,
+    abs({{ amount(json_text('discount.value', 'totalAmount')) }}) as discount_amount
+from {{ source('codat', 'orders') }} as o
+{{ json_elements(json_array('o."orderLineItems"'), 'line') }}
+{{ json_elements("line.value -> 'discountAllocations'", 'discount') }}

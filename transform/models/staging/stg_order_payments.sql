@@ -1,0 +1,15 @@
+-- One row per payment embedded in an order (payments).
+select
+    {{ record_key('o."companyId"', 'o."connectionId"', 'o.id') }} as order_key,
+    o."companyId" as company_id,
+    o."connectionId" as connection_id,
+    o.id as order_id,
+    payment.position as payment_number,
+    {{ json_text('payment.value', 'id') }} as payment_id,
+    {{ amount(json_text('payment.value', 'amount')) }} as amount,
+    {{ currency(json_text('payment.value', 'currency')) }} as currency,
+    {{ json_text('payment.value', 'type') }} as payment_type,
+    {{ json_text('payment.value', 'status') }} as status,
+    {{ json_text('payment.value', 'paymentProvider') }} as payment_provider
+from {{ source('codat', 'orders') }} as o
+{{ json_elements(json_array('o."payments"'), 'payment') }}
