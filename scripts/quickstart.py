@@ -8,9 +8,11 @@ import shlex
 import subprocess
 import sys
 import time
-from collections import Counter
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import requests
 
 from tap_codat_commerce.sandbox.cli import sandbox_process
@@ -20,10 +22,14 @@ BIN = Path(sys.executable).parent
 # Tests point these elsewhere so that a user's own quick-start output and state stay untouched.
 HOME = Path(os.environ.get("QUICKSTART_HOME", ROOT))
 OUTPUT = HOME / "output"
+DATABASE = OUTPUT / "codat.duckdb"  # the embedded warehouse: target-duckdb loads it, dbt models it
 SANDBOX_DATA = HOME / ".codat-sandbox"  # the sandbox's world, kept across runs (the sandbox's default)
 ONBOARDED = HOME / ".quickstart" / "onboarded.json"  # what the setup created, for the next runs
 SUFFIX = os.environ.get("QUICKSTART_STATE_SUFFIX", "")
-STATE_ID = "dev:tap-codat-commerce-to-target-jsonl" + (f":{SUFFIX}" if SUFFIX else "")
+STATE_ID = "dev:tap-codat-commerce-to-target-duckdb" + (f":{SUFFIX}" if SUFFIX else "")
+SANDBOX_FLAGS = ("--seed", "42", "--companies", "3", "--orders", "500", "--sync-delay", "1")
+SCHEMA = "codat_commerce"  # the tap's tables (target-duckdb's default_target_schema)
+MODELS = "codat_analytics"  # where dbt builds the models
 
 
 def step(text: str) -> None:
@@ -40,12 +46,43 @@ def run(*args: str, env: dict[str, str], capture: bool = False) -> str:
     return done.stdout or ""
 
 
-def loaded_per_stream(before: set[Path]) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    for path in sorted(set(OUTPUT.glob("*.jsonl")) - before):
-        stream = path.stem.rsplit("-", 1)[0]
-        counts[stream] += sum(1 for _ in path.open())
-    return counts
+def table_rows(since: datetime) -> dict[str, tuple[int, int]]:
+    """Per table of the tap's streams: (rows now, rows this run loaded or replaced)."""
+    with duckdb.connect(str(DATABASE), read_only=True) as db:
+        tables = [t for (t,) in db.execute("select table_name from information_schema.tables where table_schema = ?",
+                                           [SCHEMA]).fetchall()]
+        return {t: db.execute(f'select count(*), count(*) filter (where _sdc_batched_at >= ?) from {SCHEMA}."{t}"',
+                              [since]).fetchone() for t in sorted(tables)}
+
+
+def merchant_summary(months: int = 3, merchants: int = 4) -> list[tuple[object, ...]]:
+    """The last ``months`` months of the ``merchants`` merchants (company, connection, currency)
+    that sold most, from the merchant_monthly mart."""
+    with duckdb.connect(str(DATABASE), read_only=True) as db:
+        return db.execute(f"""
+            with ranked as (
+                select *,
+                       dense_rank() over (order by total desc, company_id, connection_id, currency) as merchant,
+                       row_number() over (partition by company_id, connection_id, currency order by month desc)
+                           as recent
+                from (select *, sum(net_sales) over (partition by company_id, connection_id, currency) as total
+                      from {MODELS}.merchant_monthly)
+            )
+            select company_name, platform, strftime(month, '%Y-%m'), currency, orders, net_sales, refunds,
+                   average_order_value, customers, disputes_opened
+            from ranked where merchant <= ? and recent <= ? order by merchant, month""", [merchants, months]).fetchall()
+
+
+def print_table(headers: tuple[str, ...], rows: list[tuple[object, ...]]) -> None:
+    def shown(value: object) -> str:
+        if isinstance(value, Decimal):
+            return f"{value:,.2f}"
+        return f"{value:,}" if isinstance(value, int) else str(value if value is not None else "")
+    cells = [[shown(v) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
+    right = [bool(rows) and isinstance(rows[0][i], (int, Decimal)) for i in range(len(headers))]
+    for row in [list(headers), *cells]:
+        print("  " + "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right, strict=True)))
 
 
 def onboard(setup: str, env: dict[str, str]) -> dict[str, str]:
@@ -64,25 +101,28 @@ def onboard(setup: str, env: dict[str, str]) -> dict[str, str]:
 
 def main() -> int:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "TARGET_JSONL_DESTINATION_PATH": str(OUTPUT)}
+           "TARGET_DUCKDB_PATH": str(DATABASE), "DBT_DUCKDB_PATH": str(DATABASE)}
     meltano = str(BIN / "meltano")
 
-    step("installing the Meltano plugins (tap-codat-commerce, target-jsonl)")
+    step("installing the Meltano plugins (tap-codat-commerce, target-duckdb, dbt)")
     run(meltano, "--log-level=warning", "install", "extractor", "tap-codat-commerce", env=env)
-    run(meltano, "--log-level=warning", "install", "loader", "target-jsonl", env=env)
+    run(meltano, "--log-level=warning", "install", "loader", "target-duckdb", env=env)
+    run(meltano, "--log-level=warning", "install", "utility", "dbt", env=env)
     has_state = STATE_ID in run(meltano, "--log-level=warning", "state", "list", env=env, capture=True)
-    # An incremental run needs the world the state was made in, and the setup done in it.
-    resumed = (SANDBOX_DATA / "world.json").exists() and ONBOARDED.exists() and has_state
+    # An incremental run needs the world the state was made in, the setup done in it, and the
+    # warehouse the earlier runs loaded.
+    resumed = (SANDBOX_DATA / "world.json").exists() and ONBOARDED.exists() and has_state and DATABASE.exists()
 
     step(f"starting the Codat sandbox (its world is kept in {SANDBOX_DATA})")
-    with sandbox_process("--seed", "42", "--companies", "3", "--orders", "500", "--sync-delay", "1",
-                         "--data-dir", str(SANDBOX_DATA)) as (base_url, api_key):
+    with sandbox_process(*SANDBOX_FLAGS, "--data-dir", str(SANDBOX_DATA)) as (base_url, api_key):
         print(f"sandbox at {base_url}")
         env |= {"TAP_CODAT_COMMERCE_API_KEY": api_key, "TAP_CODAT_COMMERCE_BASE_URL": base_url}
-        if has_state and not resumed:
-            step("no sandbox world from the last run: its Meltano state is cleared so that this run reads "
-                 "everything")
-            run(meltano, "--log-level=warning", "state", "clear", "--force", STATE_ID, env=env)
+        if not resumed and (has_state or DATABASE.exists()):
+            step("no sandbox world, warehouse or state from an earlier run to continue from: the old state and "
+                 f"{DATABASE.name} are cleared so that this run reads and loads everything")
+            if has_state:
+                run(meltano, "--log-level=warning", "state", "clear", "--force", STATE_ID, env=env)
+            DATABASE.unlink(missing_ok=True)
         setup = str(BIN / "tap-codat-commerce-setup")
         if resumed:
             onboarded = json.loads(ONBOARDED.read_text())
@@ -95,25 +135,31 @@ def main() -> int:
             onboard(setup, env)
 
         kind = "incremental run, from the last run's state" if resumed else "full first run"
-        step(f"meltano run tap-codat-commerce target-jsonl ({kind})")
-        before = set(OUTPUT.glob("*.jsonl"))
+        step(f"meltano run tap-codat-commerce target-duckdb dbt:build ({kind})")
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        started_at = datetime.now(UTC).replace(tzinfo=None)  # _sdc_batched_at is UTC without a zone
         started = time.monotonic()
         suffix = ("--state-id-suffix", SUFFIX) if SUFFIX else ()
-        run(meltano, "--log-level=warning", "run", *suffix, "tap-codat-commerce", "target-jsonl",
+        run(meltano, "--log-level=warning", "run", *suffix, "tap-codat-commerce", "target-duckdb", "dbt:build",
             env=env | {"LOGLEVEL": "WARNING"})
         elapsed = time.monotonic() - started
 
-    counts = loaded_per_stream(before)
-    step(f"loaded into {OUTPUT}/ in {elapsed:.1f} s: {kind}")
-    width = max([len(s) for s in counts] + [6])
-    for stream in sorted(counts):
-        print(f"  {stream:<{width}}  {counts[stream]:>7,}")
-    print(f"  {'total':<{width}}  {sum(counts.values()):>7,}")
-    if sum(counts.values()) == 0:
+    rows = table_rows(started_at)
+    step(f"loaded into {DATABASE} and modelled in {elapsed:.1f} s: {kind}")
+    print_table(("table", "rows", "loaded now"),
+                [(f"{SCHEMA}.{t}", n, now) for t, (n, now) in rows.items()]
+                + [("total", sum(n for n, _ in rows.values()), sum(now for _, now in rows.values()))])
+    if not any(now for _, now in rows.values()):
         print("\nquickstart: nothing was loaded, which should not happen here", file=sys.stderr)
         return 1
+    step(f"what the data says: {MODELS}.merchant_monthly, the last 3 months of the 4 biggest merchants")
+    print_table(("merchant", "platform", "month", "currency", "orders", "net sales", "refunds", "avg order",
+                 "customers", "disputes"), merchant_summary())
+    print(f"\nQuery it yourself: .venv/bin/python -c \"import duckdb; duckdb.connect('{DATABASE}', read_only=True)"
+          f".sql('from {MODELS}.merchant_monthly').show()\"")
+    print("JSONL files instead of DuckDB: meltano run tap-codat-commerce target-jsonl")
     if not resumed:
-        print("\nRun scripts/quickstart.sh again: the next run is incremental and loads only what changed.")
+        print("Run scripts/quickstart.sh again: the next run is incremental and loads only what changed.")
     return 0
 
 

@@ -6,5 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
-ensure_venv -e . "meltano==4.4.1"
+ensure_venv -e . "meltano==4.4.1" "duckdb==1.2.2"
 exec .venv/bin/python scripts/quickstart.py "$@"

@@ -1,4 +1,6 @@
-"""The quick start's main job, twice: a full run, then an incremental one (meltano run to JSONL)."""
+"""The quick start's main job, twice: a full run, then an incremental one, into the embedded DuckDB
+warehouse and through the dbt models; every table and every merchant-month checked against the
+sandbox's own records."""
 
 from __future__ import annotations
 
@@ -8,6 +10,23 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
+
+import duckdb
+from quickstart import SANDBOX_FLAGS
+
+from tap_codat_commerce.sandbox.cli import sandbox_process
+from tests.conftest import STREAM_OF_DATA_TYPE, Api
+from tests.merchant_months import (
+    MART_QUERY,
+    Snapshot,
+    differences,
+    expected_change,
+    expected_merchant_months,
+    loaded_change,
+    loaded_merchant_months,
+    snapshot,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,27 +39,64 @@ def quickstart(home: Path, suffix: str) -> str:
     return done.stdout
 
 
-def loaded(output: str) -> dict[str, int]:
-    table = output.rsplit("==> loaded into", 1)[1]
-    return {m[1]: int(m[2].replace(",", "")) for m in re.finditer(r"^\s+(\w+)\s+([\d,]+)$", table, re.M)}
+def loaded(output: str) -> dict[str, tuple[int, int]]:
+    table = output.rsplit("==> loaded into", 1)[1].split("==>", 1)[0]
+    return {m[1]: (int(m[2].replace(",", "")), int(m[3].replace(",", "")))
+            for m in re.finditer(r"^\s+(?:codat_commerce\.)?(\w+)\s+([\d,]+)\s+([\d,]+)$", table, re.M)}
 
 
-def test_quickstart_runs_full_then_incremental(tmp_path):
+def sandbox_truth(home: Path) -> tuple[dict[str, int], Snapshot]:
+    """The quick start's sandbox world, reopened: rows per stream, and every order and dispute."""
+    with sandbox_process(*SANDBOX_FLAGS, "--data-dir", str(home / ".codat-sandbox")) as (base_url, api_key):
+        api = Api(SimpleNamespace(base_url=base_url, api_key=api_key))  # type: ignore[arg-type]
+        counts = dict.fromkeys(STREAM_OF_DATA_TYPE.values(), 0)
+        for connections in api.truth().values():
+            for data_types in connections.values():
+                for data_type, rows in data_types.items():
+                    counts[STREAM_OF_DATA_TYPE[data_type]] += len(rows)
+        companies = api.companies()
+        counts["companies"] = len(companies)
+        counts["connections"] = sum(len(c["dataConnections"]) for c in companies)
+        return counts, snapshot(api)
+
+
+def warehouse(home: Path) -> tuple[dict[str, int], dict]:
+    with duckdb.connect(str(home / "output" / "codat.duckdb"), read_only=True) as db:
+        tables = [t for (t,) in db.sql("select table_name from information_schema.tables "
+                                       "where table_schema = 'codat_commerce'").fetchall()]
+        counts = {t: db.sql(f'select count(*) from codat_commerce."{t}"').fetchone()[0] for t in tables}
+        mart = loaded_merchant_months(db.sql(MART_QUERY.format(schema="codat_analytics")).fetchall())
+    return counts, mart
+
+
+def test_quickstart_loads_duckdb_and_models_it_full_then_incremental(tmp_path):
     suffix = f"test{uuid.uuid4().hex[:8]}"
     first = quickstart(tmp_path, suffix)
-    assert "full first run" in first
-    full = loaded(first)
-    assert full["orders"] == 2000 and full["transactions"] == 2500 and len(full) == 14  # 13 streams + total
-    assert len(list((tmp_path / "output").glob("orders-*.jsonl"))) == 1
+    assert "full first run" in first and "merchant_monthly" in first
     # every echoed command can be pasted: arguments with spaces are quoted
     assert "$ tap-codat-commerce-setup create-company --name 'Quickstart Shop' --platform 'Commerce Sandbox'" in first
+    assert "run --state-id-suffix" in first and "tap-codat-commerce target-duckdb dbt:build" in first
+    truth, records = sandbox_truth(tmp_path)
+    rows, mart = warehouse(tmp_path)
+    assert rows == truth  # every stream's table holds exactly the sandbox's records
+    assert {t: n for t, (n, _) in loaded(first).items() if t != "total"} == truth
+    assert truth["orders"] == 2000 and len(truth) == 13
+    assert not differences(expected_merchant_months(records), mart)
+    assert {key[3] for key in mart} == {"GBP", "EUR", "USD", "CAD", "XXX"}  # one row per currency, never mixed
+
     second = quickstart(tmp_path, suffix)
     assert "incremental run, from the last run's state" in second
     assert "setup: done by an earlier run" in second and "create-company" not in second  # not repeated
-    assert (tmp_path / ".codat-sandbox" / "world.json").exists()  # the sandbox's world was kept between runs
-    incremental = loaded(second)
-    assert 0 < incremental["orders"] < full["orders"] / 10
-    assert incremental["total"] < full["total"] / 10
+    truth_after, records_after = sandbox_truth(tmp_path)
+    rows_after, mart_after = warehouse(tmp_path)
+    assert rows_after == truth_after  # updates replaced rows, inserts added them: nothing lost or doubled
+    this_run = loaded(second)
+    assert 0 < this_run["orders"][1] < truth["orders"] / 10  # incremental: only what changed was loaded
+    assert not differences(expected_merchant_months(records_after), mart_after)
+    change = expected_change(records, records_after)
+    assert change  # the day's updates refunded orders and added new ones
+    assert loaded_change(mart, mart_after) == change  # the mart moved by exactly the changed orders
+
     meltano = str(Path(sys.executable).parent / "meltano")
-    subprocess.run([meltano, "state", "clear", "--force", f"dev:tap-codat-commerce-to-target-jsonl:{suffix}"],
+    subprocess.run([meltano, "state", "clear", "--force", f"dev:tap-codat-commerce-to-target-duckdb:{suffix}"],
                    cwd=ROOT, capture_output=True, check=False)
