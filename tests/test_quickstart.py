@@ -100,3 +100,21 @@ def test_quickstart_loads_duckdb_and_models_it_full_then_incremental(tmp_path):
     meltano = str(Path(sys.executable).parent / "meltano")
     subprocess.run([meltano, "state", "clear", "--force", f"dev:tap-codat-commerce-to-target-duckdb:{suffix}"],
                    cwd=ROOT, capture_output=True, check=False)
+
+
+def test_jsonl_stays_available_as_a_second_target(start_sandbox, tmp_path):
+    sandbox = start_sandbox(companies=2, orders=30, accounting_every=0)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "TAP_CODAT_COMMERCE_API_KEY": sandbox.api_key, "TAP_CODAT_COMMERCE_BASE_URL": sandbox.base_url,
+           "TARGET_JSONL_DESTINATION_PATH": str(tmp_path), "TARGET_JSONL_DO_TIMESTAMP_FILE": "false"}
+    meltano = str(Path(sys.executable).parent / "meltano")
+    suffix = f"test{uuid.uuid4().hex[:8]}"
+    for args in (("install", "loader", "target-jsonl"),
+                 ("run", "--state-id-suffix", suffix, "tap-codat-commerce", "target-jsonl"),
+                 ("state", "clear", "--force", f"dev:tap-codat-commerce-to-target-jsonl:{suffix}")):
+        done = subprocess.run([meltano, "--log-level=warning", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+    orders = sum(len(rows) for connections in Api(sandbox).truth().values()
+                 for data_types in connections.values() for t, rows in data_types.items() if t == "commerce-orders")
+    assert orders > 0 and len((tmp_path / "orders.jsonl").read_text().splitlines()) == orders
