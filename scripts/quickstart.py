@@ -8,6 +8,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -51,8 +52,10 @@ def table_rows(since: datetime) -> dict[str, tuple[int, int]]:
     with duckdb.connect(str(DATABASE), read_only=True) as db:
         tables = [t for (t,) in db.execute("select table_name from information_schema.tables where table_schema = ?",
                                            [SCHEMA]).fetchall()]
-        return {t: db.execute(f'select count(*), count(*) filter (where _sdc_batched_at >= ?) from {SCHEMA}."{t}"',
-                              [since]).fetchone() for t in sorted(tables)}
+        counts = db.execute(" union all ".join(
+            f"select '{t}', count(*), count(*) filter (where _sdc_batched_at >= $since) from {SCHEMA}.\"{t}\""
+            for t in sorted(tables)), {"since": since}).fetchall()
+        return {t: (n, now) for t, n, now in counts}
 
 
 def merchant_summary(months: int = 3, merchants: int = 4) -> list[tuple[object, ...]]:
@@ -73,7 +76,7 @@ def merchant_summary(months: int = 3, merchants: int = 4) -> list[tuple[object, 
             from ranked where merchant <= ? and recent <= ? order by merchant, month""", [merchants, months]).fetchall()
 
 
-def print_table(headers: tuple[str, ...], rows: list[tuple[object, ...]]) -> None:
+def print_table(headers: tuple[str, ...], rows: Sequence[tuple[object, ...]]) -> None:
     def shown(value: object) -> str:
         if isinstance(value, Decimal):
             return f"{value:,.2f}"
@@ -146,9 +149,8 @@ def main() -> int:
 
     rows = table_rows(started_at)
     step(f"loaded into {DATABASE} and modelled in {elapsed:.1f} s: {kind}")
-    print_table(("table", "rows", "loaded now"),
-                [(f"{SCHEMA}.{t}", n, now) for t, (n, now) in rows.items()]
-                + [("total", sum(n for n, _ in rows.values()), sum(now for _, now in rows.values()))])
+    totals = ("total", sum(n for n, _ in rows.values()), sum(now for _, now in rows.values()))
+    print_table(("table", "rows", "loaded now"), [(f"{SCHEMA}.{t}", n, now) for t, (n, now) in rows.items()] + [totals])
     if not any(now for _, now in rows.values()):
         print("\nquickstart: nothing was loaded, which should not happen here", file=sys.stderr)
         return 1

@@ -64,7 +64,8 @@ def warehouse(home: Path) -> tuple[dict[str, int], dict]:
     with duckdb.connect(str(home / "output" / "codat.duckdb"), read_only=True) as db:
         tables = [t for (t,) in db.sql("select table_name from information_schema.tables "
                                        "where table_schema = 'codat_commerce'").fetchall()]
-        counts = {t: db.sql(f'select count(*) from codat_commerce."{t}"').fetchone()[0] for t in tables}
+        counts = dict(db.sql(" union all ".join(f"select '{t}', count(*) from codat_commerce.\"{t}\""
+                                                for t in tables)).fetchall())
         mart = loaded_merchant_months(db.sql(MART_QUERY.format(schema="codat_analytics")).fetchall())
     return counts, mart
 
