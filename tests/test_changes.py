@@ -161,7 +161,8 @@ def test_an_events_file_limits_a_run_to_the_changed_triples(start_sandbox, tmp_p
         company = api.commerce_connections()[2][0]
         api.advance(seconds=600, updates=2, inserts=2, companies=[company], dataTypes=["commerce-payments"])
         deadline = time.monotonic() + 10
-        while not events.exists() and time.monotonic() < deadline:
+        # the receiver creates the file before it writes the line: wait for a whole line
+        while not (events.exists() and events.read_text().endswith("\n")) and time.monotonic() < deadline:
             time.sleep(0.05)
         event = json.loads(events.read_text().splitlines()[0])
         assert event["eventType"] == "read.completed"
