@@ -176,5 +176,6 @@ def differences(expected: dict[Key, dict[str, Any]], loaded: dict[Key, dict[str,
     return found
 
 
-MART_QUERY = ("select company_id, connection_id, month, currency, " + ", ".join(COLUMNS)
-              + " from {schema}.merchant_monthly")
+def mart_query(schema: str) -> str:
+    """The query whose rows :func:`loaded_merchant_months` reads, on ``schema``'s merchant_monthly."""
+    return f"select company_id, connection_id, month, currency, {', '.join(COLUMNS)} from {schema}.merchant_monthly"

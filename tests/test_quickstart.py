@@ -16,17 +16,8 @@ import duckdb
 from quickstart import SANDBOX_FLAGS
 
 from tap_codat_commerce.sandbox.cli import sandbox_process
+from tests import merchant_months
 from tests.conftest import STREAM_OF_DATA_TYPE, Api
-from tests.merchant_months import (
-    MART_QUERY,
-    Snapshot,
-    differences,
-    expected_change,
-    expected_merchant_months,
-    loaded_change,
-    loaded_merchant_months,
-    snapshot,
-)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +36,7 @@ def loaded(output: str) -> dict[str, tuple[int, int]]:
             for m in re.finditer(r"^\s+(?:codat_commerce\.)?(\w+)\s+([\d,]+)\s+([\d,]+)$", table, re.M)}
 
 
-def sandbox_truth(home: Path) -> tuple[dict[str, int], Snapshot]:
+def sandbox_truth(home: Path) -> tuple[dict[str, int], merchant_months.Snapshot]:
     """The quick start's sandbox world, reopened: rows per stream, and every order and dispute."""
     with sandbox_process(*SANDBOX_FLAGS, "--data-dir", str(home / ".codat-sandbox")) as (base_url, api_key):
         api = Api(SimpleNamespace(base_url=base_url, api_key=api_key))  # type: ignore[arg-type]
@@ -57,7 +48,7 @@ def sandbox_truth(home: Path) -> tuple[dict[str, int], Snapshot]:
         companies = api.companies()
         counts["companies"] = len(companies)
         counts["connections"] = sum(len(c["dataConnections"]) for c in companies)
-        return counts, snapshot(api)
+        return counts, merchant_months.snapshot(api)
 
 
 def warehouse(home: Path) -> tuple[dict[str, int], dict]:
@@ -66,7 +57,7 @@ def warehouse(home: Path) -> tuple[dict[str, int], dict]:
                                        "where table_schema = 'codat_commerce'").fetchall()]
         counts = dict(db.sql(" union all ".join(f"select '{t}', count(*) from codat_commerce.\"{t}\""
                                                 for t in tables)).fetchall())
-        mart = loaded_merchant_months(db.sql(MART_QUERY.format(schema="codat_analytics")).fetchall())
+        mart = merchant_months.loaded_merchant_months(db.sql(merchant_months.mart_query("codat_analytics")).fetchall())
     return counts, mart
 
 
@@ -82,7 +73,7 @@ def test_quickstart_loads_duckdb_and_models_it_full_then_incremental(tmp_path):
     assert rows == truth  # every stream's table holds exactly the sandbox's records
     assert {t: n for t, (n, _) in loaded(first).items() if t != "total"} == truth
     assert truth["orders"] == 2000 and len(truth) == 13
-    assert not differences(expected_merchant_months(records), mart)
+    assert not merchant_months.differences(merchant_months.expected_merchant_months(records), mart)
     assert {key[3] for key in mart} == {"GBP", "EUR", "USD", "CAD", "XXX"}  # one row per currency, never mixed
 
     second = quickstart(tmp_path, suffix)
@@ -93,10 +84,10 @@ def test_quickstart_loads_duckdb_and_models_it_full_then_incremental(tmp_path):
     assert rows_after == truth_after  # updates replaced rows, inserts added them: nothing lost or doubled
     this_run = loaded(second)
     assert 0 < this_run["orders"][1] < truth["orders"] / 10  # incremental: only what changed was loaded
-    assert not differences(expected_merchant_months(records_after), mart_after)
-    change = expected_change(records, records_after)
+    assert not merchant_months.differences(merchant_months.expected_merchant_months(records_after), mart_after)
+    change = merchant_months.expected_change(records, records_after)
     assert change  # the day's updates refunded orders and added new ones
-    assert loaded_change(mart, mart_after) == change  # the mart moved by exactly the changed orders
+    assert merchant_months.loaded_change(mart, mart_after) == change  # the mart moved by exactly the changed orders
 
     meltano = str(Path(sys.executable).parent / "meltano")
     subprocess.run([meltano, "state", "clear", "--force", f"dev:tap-codat-commerce-to-target-duckdb:{suffix}"],

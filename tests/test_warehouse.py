@@ -17,16 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import merchant_months
 from tests.conftest import STREAM_OF_DATA_TYPE, Api
-from tests.merchant_months import (
-    MART_QUERY,
-    differences,
-    expected_change,
-    expected_merchant_months,
-    loaded_change,
-    loaded_merchant_months,
-    snapshot,
-)
 
 ROOT = Path(__file__).resolve().parents[1]
 MELTANO = str(Path(sys.executable).parent / "meltano")
@@ -213,23 +205,23 @@ def test_dbt_models_on_postgres_equal_the_sandbox_records_then_move_by_the_chang
     run = ("run", "--state-id-suffix", schema, "tap-codat-commerce", "target-postgres", "dbt:build")
 
     def mart() -> dict:
-        return loaded_merchant_months(postgres.query(MART_QUERY.format(schema=f"{schema}_analytics")))
+        return merchant_months.loaded_merchant_months(postgres.query(merchant_months.mart_query(f"{schema}_analytics")))
 
     meltano(*run, env=env)
     results = json.loads((tmp_path / "dbt" / "run_results.json").read_text())["results"]
     statuses = Counter((r["unique_id"].split(".")[0], r["status"]) for r in results)
     assert statuses[("model", "success")] >= 12 and statuses[("test", "pass")] >= 70
     assert set(statuses) == {("model", "success"), ("test", "pass")}  # every model built, every dbt test passed
-    records = snapshot(api)
+    records = merchant_months.snapshot(api)
     before = mart()
-    assert not differences(expected_merchant_months(records), before)
+    assert not merchant_months.differences(merchant_months.expected_merchant_months(records), before)
     assert {key[3] for key in before} >= {"XXX", "CAD"} and any(row["refunds"] for row in before.values())
 
     api.advance(seconds=7200, updates=40, inserts=10)
     meltano(*run, env=env)
-    records_after = snapshot(api)
+    records_after = merchant_months.snapshot(api)
     after = mart()
-    assert not differences(expected_merchant_months(records_after), after)
-    change = expected_change(records, records_after)
-    assert change and loaded_change(before, after) == change
+    assert not merchant_months.differences(merchant_months.expected_merchant_months(records_after), after)
+    change = merchant_months.expected_change(records, records_after)
+    assert change and merchant_months.loaded_change(before, after) == change
     meltano("state", "clear", "--force", f"dev:tap-codat-commerce-to-target-postgres:{schema}", env=env)

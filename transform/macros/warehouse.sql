@@ -65,3 +65,11 @@
 {% macro record_key(company_id, connection_id, id) -%}
     ({{ company_id }} || '|' || {{ connection_id }} || '|' || {{ id }})
 {%- endmacro %}
+
+{#- The key columns of an order, and of every row unnested from one. -#}
+{% macro order_key_columns(alias) -%}
+    {{ record_key(alias ~ '."companyId"', alias ~ '."connectionId"', alias ~ '.id') }} as order_key,
+    {{ alias }}."companyId" as company_id,
+    {{ alias }}."connectionId" as connection_id,
+    {{ alias }}.id as order_id
+{%- endmacro %}

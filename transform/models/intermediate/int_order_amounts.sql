@@ -16,9 +16,9 @@ amounts as (
         o.company_id,
         o.connection_id,
         o.order_id,
-        o.currency,
         o.created_at,
         {{ utc_month('o.created_at') }} as month,
+        o.currency,
         o.customer_id,
         coalesce(o.total_amount, 0) as net_sales,
         case when d.allocations > 0 then d.allocated else coalesce(abs(o.total_discount), 0) end

@@ -1,9 +1,6 @@
 -- One row per discount allocated to an order line (discountAllocations), as a positive amount.
 select
-    {{ record_key('o."companyId"', 'o."connectionId"', 'o.id') }} as order_key,
-    o."companyId" as company_id,
-    o."connectionId" as connection_id,
-    o.id as order_id,
+    {{ order_key_columns('o') }},
     line.position as line_number,
     discount.position as discount_number,
     {{ json_text('discount.value', 'name') }} as discount_name,

@@ -1,9 +1,6 @@
 -- One row per line of an order (orderLineItems); a refund is a line with a negative quantity.
 select
-    {{ record_key('o."companyId"', 'o."connectionId"', 'o.id') }} as order_key,
-    o."companyId" as company_id,
-    o."connectionId" as connection_id,
-    o.id as order_id,
+    {{ order_key_columns('o') }},
     line.position as line_number,
     {{ json_text('line.value', 'id') }} as line_id,
     {{ json_text("line.value -> 'productRef'", 'id') }} as product_id,

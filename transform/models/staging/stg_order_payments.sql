@@ -1,9 +1,6 @@
 -- One row per payment embedded in an order (payments).
 select
-    {{ record_key('o."companyId"', 'o."connectionId"', 'o.id') }} as order_key,
-    o."companyId" as company_id,
-    o."connectionId" as connection_id,
-    o.id as order_id,
+    {{ order_key_columns('o') }},
     payment.position as payment_number,
     {{ json_text('payment.value', 'id') }} as payment_id,
     {{ amount(json_text('payment.value', 'amount')) }} as amount,

@@ -1,9 +1,6 @@
 -- One row per service charge of an order (serviceCharges: shipping and the like).
 select
-    {{ record_key('o."companyId"', 'o."connectionId"', 'o.id') }} as order_key,
-    o."companyId" as company_id,
-    o."connectionId" as connection_id,
-    o.id as order_id,
+    {{ order_key_columns('o') }},
     charge.position as charge_number,
     {{ json_text('charge.value', 'description') }} as description,
     {{ json_text('charge.value', 'type') }} as charge_type,

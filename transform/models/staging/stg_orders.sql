@@ -1,9 +1,6 @@
 -- One row per order. Amounts in the order's own currency, as Codat sent them.
 select
-    {{ record_key('o."companyId"', 'o."connectionId"', 'o.id') }} as order_key,
-    o."companyId" as company_id,
-    o."connectionId" as connection_id,
-    o.id as order_id,
+    {{ order_key_columns('o') }},
     o."orderNumber" as order_number,
     {{ currency('o.currency') }} as currency,
     o."createdDate" as created_at,

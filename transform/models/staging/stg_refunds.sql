@@ -15,7 +15,6 @@ select
     o.connection_id,
     o.order_id,
     o.currency,
-    o.created_at,
     o.total_refund as total_refund_as_sent,
     coalesce(r.refund_lines, 0) as refund_lines,
     case
