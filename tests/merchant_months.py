@@ -108,6 +108,8 @@ def snapshot(api: Api) -> Snapshot:
 def merchant_months(records_by_key: Snapshot) -> dict[Key, MerchantMonth]:
     months: dict[Key, MerchantMonth] = {}
     for (path, company, connection, _), record in records_by_key.items():
+        if not record.get("createdDate"):  # in no month: left out of the mart
+            continue
         key = (company, connection, utc_month(record["createdDate"]), currency_of(record.get("currency")))
         month = months.setdefault(key, MerchantMonth())
         month.add_order(record) if path == "commerce-orders" else month.add_dispute(record)

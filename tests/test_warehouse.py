@@ -13,6 +13,7 @@ import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -189,6 +190,26 @@ def test_exact_amounts_reach_postgres_numeric_digit_for_digit(start_sandbox, pos
     meltano("state", "clear", "--force", f"dev:tap-codat-commerce-to-target-postgres:{schema}", env=env)
 
 
+# Orders as platforms send them, beside the generated ones: each line is a case the mart's rules name.
+EDGE_ORDERS = [
+    {"id": "e1", "modifiedDate": "2025-06-01T00:00:01Z", "createdDate": "2025-03-01T00:30:00+01:00",  # February
+     "currency": " usd ", "totalAmount": 100, "totalRefund": 15,  # a positive refund
+     "orderLineItems": [{"id": "l1", "quantity": 2, "totalAmount": 115, "discountAllocations": None}],
+     "customerRef": {"id": "c1"}},
+    {"id": "e2", "modifiedDate": "2025-06-01T00:00:02Z", "createdDate": "2025-02-10T10:00:00",  # naive: UTC
+     "currency": "", "totalAmount": 50, "totalRefund": None, "totalDiscount": 99,  # allocations win
+     "orderLineItems": [{"id": "l1", "quantity": 1, "totalAmount": 60,
+                         "discountAllocations": [{"name": "x", "totalAmount": -5}]},
+                        {"id": "l2", "quantity": -1, "totalAmount": -10}]},  # the refund, as a line only
+    {"id": "e3", "modifiedDate": "2025-06-01T00:00:03Z", "createdDate": "2025-02-11T00:00:00Z", "currency": None,
+     "totalAmount": "20.10", "totalDiscount": -3, "orderLineItems": None, "payments": None,
+     "serviceCharges": None, "customerRef": {"id": "c1"}},
+    {"id": "e4", "modifiedDate": "2025-06-01T00:00:04Z", "createdDate": None, "totalAmount": 7},  # in no month
+    {"id": "e5", "modifiedDate": "2025-06-01T00:00:05Z", "createdDate": "2025-02-12T00:00:00Z",
+     "currency": "XXX", "totalAmount": 0.1, "orderLineItems": []},
+]
+
+
 def test_dbt_models_on_postgres_equal_the_sandbox_records_then_move_by_the_changed_orders(start_sandbox, postgres,
                                                                                          tmp_path):
     """`meltano run tap-codat-commerce target-postgres dbt:build` with DBT_TARGET=postgres: every
@@ -196,6 +217,8 @@ def test_dbt_models_on_postgres_equal_the_sandbox_records_then_move_by_the_chang
     incremental run moves the mart by exactly the changed orders."""
     sandbox = start_sandbox(companies=6, orders=150, accounting_every=0)
     api = Api(sandbox)
+    company_id, connection = api.commerce_connections()[0]
+    api.set_records(company_id, connection["id"], "commerce-orders", EDGE_ORDERS)
     schema = f"codat_{uuid.uuid4().hex[:8]}"
     env = installed_meltano_env(sandbox, postgres, schema)
     meltano("install", "utility", "dbt", env=env)
@@ -215,6 +238,10 @@ def test_dbt_models_on_postgres_equal_the_sandbox_records_then_move_by_the_chang
     records = merchant_months.snapshot(api)
     before = mart()
     assert not merchant_months.differences(merchant_months.expected_merchant_months(records), before)
+    edge = {key[2:]: row for key, row in before.items() if key[1] == connection["id"]}
+    assert edge[(date(2025, 2, 1), "USD")]["refunds"] == 15  # from 2025-03-01T00:30+01:00, sign dropped
+    assert edge[(date(2025, 2, 1), "XXX")]["orders"] == 3  # blank, null and XXX are all unknown
+    assert edge[(date(2025, 2, 1), "XXX")]["refunds"] == 10 and edge[(date(2025, 2, 1), "XXX")]["discounts"] == 8
     assert {key[3] for key in before} >= {"XXX", "CAD"} and any(row["refunds"] for row in before.values())
 
     api.advance(seconds=7200, updates=40, inserts=10)
