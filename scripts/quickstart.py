@@ -1,4 +1,6 @@
-"""The quick start's main job (run it through scripts/quickstart.sh)."""
+"""The quick start's main job (run it through scripts/quickstart.sh): the setup workflow on the
+sandbox, then extract, load and model in one `meltano run` (tap-codat-commerce → target-duckdb →
+dbt:build) into output/codat.duckdb, and a summary of what was loaded and what the mart says."""
 
 from __future__ import annotations
 
