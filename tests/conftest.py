@@ -156,8 +156,8 @@ class TapRun:
     def final_state(self) -> dict[str, Any]:
         return self.states[-1]
 
-    def ids_by_connection(self, stream: str) -> dict[tuple[str, str], list[str]]:
-        found: dict[tuple[str, str], list[str]] = defaultdict(list)
+    def ids_by_connection(self, stream: str) -> dict[tuple[str, str], list[str | None]]:
+        found: dict[tuple[str, str], list[str | None]] = defaultdict(list)
         for record in self.records.get(stream, []):
             found[(record["companyId"], record["connectionId"])].append(record.get("id"))
         return found

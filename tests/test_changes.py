@@ -44,7 +44,8 @@ def expected_after(truth: dict, state: dict, triples: set[tuple[str, str, str]])
                          if p["context"] == {"companyId": company, "connectionId": connection})
         mark = partition.get("replication_key_value", "")[:19]
         rows = truth[company][connection][data_type]
-        expected[(company, connection, stream)] = {r["id"] for r in rows if canonical(r["modifiedDate"])[:19] >= mark}
+        expected[(company, connection, stream)] = {r["id"] for r in rows
+                                                   if (canonical(r["modifiedDate"]) or "")[:19] >= mark}
     return expected
 
 

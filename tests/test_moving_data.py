@@ -27,7 +27,7 @@ def first_commerce_connection(api: Api) -> tuple[str, str]:
     return company_id, connection["id"]
 
 
-def literal_orders(stamps: list[str | None], *, missing: set[int] = frozenset()) -> list[dict]:
+def literal_orders(stamps: list[str | None], *, missing: frozenset[int] = frozenset()) -> list[dict]:
     """Orders o1…oN with these modifiedDates (None: null; indices in ``missing``: no key)."""
     orders = []
     for number, stamp in enumerate(stamps, start=1):
@@ -69,7 +69,8 @@ def assert_no_bookmark_passes_an_unemitted_record(run, truth: dict) -> None:
                     if STREAM_OF_DATA_TYPE[data_type] != stream or (company, connection) not in marks:
                         continue
                     mark = marks[(company, connection)]
-                    passed = [r["id"] for r in rows if r["modifiedDate"] and canonical(r["modifiedDate"]) <= mark
+                    passed = [r["id"] for r in rows
+                              if r["modifiedDate"] and (canonical(r["modifiedDate"]) or "") <= mark
                               and (company, connection, r["id"]) not in emitted]
                     assert not passed, (stream, mark, passed[:5])
 
