@@ -4,7 +4,7 @@ it with what the dbt models built on DuckDB and on PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -148,36 +148,91 @@ def loaded_change(before: dict[Key, dict[str, Any]], after: dict[Key, dict[str, 
     return change
 
 
-def loaded_merchant_months(rows: Iterable[tuple[Any, ...]]) -> dict[Key, dict[str, Any]]:
-    """The warehouse's merchant_monthly rows, selected as (company_id, connection_id, month,
-    currency, *COLUMNS), with values as DuckDB returns them or as psql prints them."""
-    loaded = {}
-    for company, connection, month_value, currency, *values in rows:
-        month = date.fromisoformat(month_value) if isinstance(month_value, str) else month_value
-        row = dict(zip(COLUMNS, values, strict=True))
-        for name in ("orders", "customers", "disputes_opened"):
-            row[name] = int(row[name])
-        for name in (*AMOUNTS, "average_order_value"):
-            row[name] = None if row[name] in (None, "") else Decimal(str(row[name]))
-        loaded[(company, connection, month, currency)] = row
-    return loaded
+@dataclass(frozen=True)
+class Mart:
+    """A mart table as the tests read it: its key columns (company_id, connection_id, month, ...),
+    its value columns, and the rounded ones with the difference rounding may make."""
+
+    table: str
+    keys: tuple[str, ...]
+    columns: tuple[str, ...]
+    integers: tuple[str, ...]
+    rounded: dict[str, Decimal] = field(default_factory=dict)
+
+    def query(self, schema: str) -> str:
+        return f"select {', '.join(self.keys + self.columns)} from {schema}.{self.table}"
+
+    def loaded(self, rows: Iterable[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+        """The rows of :meth:`query`, with values as DuckDB returns them or as psql prints them."""
+        found = {}
+        for row in rows:
+            key = list(row[:len(self.keys)])
+            key[2] = date.fromisoformat(key[2]) if isinstance(key[2], str) else key[2]  # the month
+            values = dict(zip(self.columns, row[len(self.keys):], strict=True))
+            for name, value in values.items():
+                if name in self.integers:
+                    values[name] = int(value)
+                else:
+                    values[name] = None if value in (None, "") else Decimal(str(value))
+            found[tuple(key)] = values
+        return found
+
+    def differences(self, expected: dict[Any, dict[str, Any]], loaded: dict[Any, dict[str, Any]]) -> list[str]:
+        """What differs, one line each; a rounded column may differ by its rounding."""
+        found = [f"{self.table}: missing {key}" for key in expected.keys() - loaded.keys()]
+        found += [f"{self.table}: unexpected {key}: {loaded[key]}" for key in loaded.keys() - expected.keys()]
+        for key in expected.keys() & loaded.keys():
+            want, got = expected[key], loaded[key]
+            for name in self.columns:
+                rounding = self.rounded.get(name) if None not in (want[name], got[name]) else None
+                if rounding is not None and abs(want[name] - got[name]) <= rounding:
+                    continue
+                if want[name] != got[name]:
+                    found.append(f"{self.table} {key} {name}: expected {want[name]}, loaded {got[name]}")
+        return found
 
 
-def differences(expected: dict[Key, dict[str, Any]], loaded: dict[Key, dict[str, Any]]) -> list[str]:
-    """What differs, one line each; average_order_value may differ by a cent of rounding."""
-    found = [f"missing {key}" for key in expected.keys() - loaded.keys()]
-    found += [f"unexpected {key}: {loaded[key]}" for key in loaded.keys() - expected.keys()]
-    for key in expected.keys() & loaded.keys():
-        want, got = expected[key], loaded[key]
-        for name in COLUMNS:
-            rounding = name == "average_order_value" and None not in (want[name], got[name])
-            if rounding and abs(want[name] - got[name]) <= CENT:
+MERCHANT_MONTHLY = Mart("merchant_monthly", ("company_id", "connection_id", "month", "currency"), COLUMNS,
+                        integers=("orders", "customers", "disputes_opened"),
+                        rounded={"average_order_value": CENT})
+PAYMENT_MIX_MONTHLY = Mart("payment_mix_monthly",
+                           ("company_id", "connection_id", "month", "currency", "payment_type"),
+                           ("payments", "orders", "amount", "share_of_amount"), integers=("payments", "orders"),
+                           rounded={"share_of_amount": Decimal("0.0001")})
+
+
+def expected_payment_mix(records_by_key: Snapshot) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """payment_mix_monthly as the README defines it: the payments embedded in each month's orders,
+    failed and cancelled ones left out, by currency (the payment's, else its order's) and type."""
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for (path, company, connection, _), order in records_by_key.items():
+        if path != "commerce-orders" or not order.get("createdDate"):
+            continue
+        month = utc_month(order["createdDate"])
+        for payment in order.get("payments") or []:
+            if payment.get("status") in ("Failed", "Cancelled"):
                 continue
-            if want[name] != got[name]:
-                found.append(f"{key} {name}: expected {want[name]}, loaded {got[name]}")
-    return found
+            currency = currency_of((payment.get("currency") or "").strip() or order.get("currency"))
+            kind = (payment.get("type") or "").strip() or "Unknown"
+            group = groups.setdefault((company, connection, month, currency, kind),
+                                      {"payments": 0, "orders": set(), "amount": Decimal(0)})
+            group["payments"] += 1
+            group["orders"].add(order["id"])
+            group["amount"] += amount(payment.get("amount"))
+    totals: dict[tuple[Any, ...], Decimal] = {}
+    for key, group in groups.items():
+        totals[key[:4]] = totals.get(key[:4], Decimal(0)) + group["amount"]
+    return {key: {"payments": group["payments"], "orders": len(group["orders"]), "amount": group["amount"],
+                  "share_of_amount": (group["amount"] / totals[key[:4]]).quantize(Decimal("0.0001"), ROUND_HALF_UP)
+                  if totals[key[:4]] else None}
+            for key, group in groups.items()}
 
 
-def mart_query(schema: str) -> str:
-    """The query whose rows :func:`loaded_merchant_months` reads, on ``schema``'s merchant_monthly."""
-    return f"select company_id, connection_id, month, currency, {', '.join(COLUMNS)} from {schema}.merchant_monthly"
+def compare_marts(records_by_key: Snapshot, fetch: Callable[[str], list[tuple[Any, ...]]],
+                  schema: str) -> tuple[dict[Key, dict[str, Any]], list[str]]:
+    """Both marts as built in ``schema`` (``fetch`` runs a query on the warehouse) against what
+    the records say: (merchant_monthly as loaded, every difference, one line each)."""
+    monthly = MERCHANT_MONTHLY.loaded(fetch(MERCHANT_MONTHLY.query(schema)))
+    mix = PAYMENT_MIX_MONTHLY.loaded(fetch(PAYMENT_MIX_MONTHLY.query(schema)))
+    return monthly, (MERCHANT_MONTHLY.differences(expected_merchant_months(records_by_key), monthly)
+                     + PAYMENT_MIX_MONTHLY.differences(expected_payment_mix(records_by_key), mix))
