@@ -116,20 +116,24 @@ def main() -> int:
     has_state = STATE_ID in run(meltano, "--log-level=warning", "state", "list", env=env, capture=True)
     # An incremental run needs the world the state was made in, the setup done in it, and the
     # warehouse the earlier runs loaded.
-    resumed = (SANDBOX_DATA / "world.json").exists() and ONBOARDED.exists() and has_state and DATABASE.exists()
+    world_kept = (SANDBOX_DATA / "world.json").exists() and ONBOARDED.exists()
+    missing = [what for what, there in (("the sandbox world", world_kept), (str(DATABASE), DATABASE.exists()))
+               if not there]
+    resumed = has_state and not missing
 
     step(f"starting the Codat sandbox (its world is kept in {SANDBOX_DATA})")
     with sandbox_process(*SANDBOX_FLAGS, "--data-dir", str(SANDBOX_DATA)) as (base_url, api_key):
         print(f"sandbox at {base_url}")
         env |= {"TAP_CODAT_COMMERCE_API_KEY": api_key, "TAP_CODAT_COMMERCE_BASE_URL": base_url}
-        if not resumed and (has_state or DATABASE.exists()):
-            step("no sandbox world, warehouse or state from an earlier run to continue from: the old state and "
-                 f"{DATABASE.name} are cleared so that this run reads and loads everything")
-            if has_state:
-                run(meltano, "--log-level=warning", "state", "clear", "--force", STATE_ID, env=env)
-            DATABASE.unlink(missing_ok=True)
+        if has_state and missing:
+            step(f"{' and '.join(missing)} of the last run {'is' if len(missing) == 1 else 'are'} gone: its Meltano "
+                 "state is cleared so that this run reads and loads everything")
+            run(meltano, "--log-level=warning", "state", "clear", "--force", STATE_ID, env=env)
+        if not world_kept and DATABASE.exists():
+            step(f"a new sandbox world: {DATABASE} holds the old world's rows and is removed")
+            DATABASE.unlink()
         setup = str(BIN / "tap-codat-commerce-setup")
-        if resumed:
+        if world_kept:
             onboarded = json.loads(ONBOARDED.read_text())
             step(f"setup: done by an earlier run (company {onboarded['company_id']}); its status:")
             run(setup, "status", "--company", onboarded["company_id"], env=env)
@@ -139,7 +143,8 @@ def main() -> int:
             step("setup: enable commerce sync settings, onboard a shop, link it, wait for its first sync")
             onboard(setup, env)
 
-        kind = "incremental run, from the last run's state" if resumed else "full first run"
+        kind = ("incremental run, from the last run's state" if resumed
+                else "full run" if world_kept else "full first run")
         step(f"meltano run tap-codat-commerce target-duckdb dbt:build ({kind})")
         OUTPUT.mkdir(parents=True, exist_ok=True)
         started_at = datetime.now(UTC).replace(tzinfo=None)  # _sdc_batched_at is UTC without a zone
@@ -159,8 +164,8 @@ def main() -> int:
     step(f"what the data says: {MODELS}.merchant_monthly, the last 3 months of the 4 biggest merchants")
     print_table(("merchant", "platform", "month", "currency", "orders", "net sales", "refunds", "avg order",
                  "customers", "disputes"), merchant_summary())
-    print(f"\nQuery it yourself: .venv/bin/python -c \"import duckdb; duckdb.connect('{DATABASE}', read_only=True)"
-          f".sql('from {MODELS}.merchant_monthly').show()\"")
+    print(f"\nQuery it yourself: .venv/bin/python -c \"import duckdb; db = duckdb.connect('{DATABASE}', "
+          f"read_only=True); db.sql('from {MODELS}.merchant_monthly').show()\"")
     print("JSONL files instead of DuckDB: meltano run tap-codat-commerce target-jsonl")
     if not resumed:
         print("Run scripts/quickstart.sh again: the next run is incremental and loads only what changed.")
@@ -168,4 +173,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\nquickstart: interrupted; run it again to carry on (the last state Meltano kept is used)",
+              file=sys.stderr)
+        sys.exit(130)
