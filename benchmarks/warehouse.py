@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -91,17 +92,20 @@ def main() -> int:
     for companies in args.companies:
         with tempfile.TemporaryDirectory() as work:
             results[companies] = measure(companies, args.orders, Path(work))
-    smallest = results[min(results)]
-    print(f"\n{'companies':>9} {'rows':>9} | {'tap → null':>12} {'→ jsonl':>12} {'→ duckdb':>12} | {'dbt build':>9}")
+    steps = ("extract", "jsonl", "duckdb", "dbt")
+    print(f"\n{'companies':>9} {'rows':>9} | {'tap → null':>15} {'→ jsonl':>15} {'→ duckdb':>15} | {'dbt build':>9}")
     for companies, r in results.items():
         print(f"{companies:>9,} {r['rows']:>9,} | " + " ".join(
-            f"{r[k]:>6.1f} s {r['rows'] / r[k] / 1000:>3.0f}k/s" for k in ("extract", "jsonl", "duckdb"))
+            f"{r[k]:>6.1f} s ({r[k] / r['extract']:.1f}x)" for k in ("extract", "jsonl", "duckdb"))
             + f" | {r['dbt']:>7.1f} s")
-    for companies, r in results.items():
-        if r is smallest:
-            continue
-        print(f"\n{companies:,} vs {min(results):,} companies: rows x{r['rows'] / smallest['rows']:.1f}; "
-              + ", ".join(f"{k} x{r[k] / smallest[k]:.1f}" for k in ("extract", "jsonl", "duckdb", "dbt")))
+    print("\n(x: against the extract alone, same data, same run)")
+    # Linear cost: each step costs the same per row from one size to the next, above a fixed start-up.
+    sizes = sorted(results)
+    for small, large in pairwise(sizes):
+        a, b = results[small], results[large]
+        rows = b["rows"] - a["rows"]
+        print(f"{small:,} → {large:,} companies: seconds per 100,000 more rows: "
+              + ", ".join(f"{k} {(b[k] - a[k]) / rows * 100_000:.1f}" for k in steps))
     return 0
 
 
