@@ -12,10 +12,13 @@ import sys
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import duckdb
 import pytest
 
 from tests import merchant_months
@@ -64,9 +67,10 @@ class Postgres:
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
-    def query(self, sql: str) -> list[tuple[str, ...]]:
+    def query(self, sql: str, database: str = "postgres") -> list[tuple[str, ...]]:
         out = subprocess.run([str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-                              "-At", "-F", "\t", "-c", sql], capture_output=True, text=True, check=True, timeout=60)
+                              "-d", database, "-At", "-F", "\t", "-c", sql],
+                             capture_output=True, text=True, check=True, timeout=60)
         return [tuple(line.split("\t")) for line in out.stdout.splitlines() if line]
 
 
@@ -190,7 +194,7 @@ def test_exact_amounts_reach_postgres_numeric_digit_for_digit(start_sandbox, pos
     meltano("state", "clear", "--force", f"dev:tap-codat-commerce-to-target-postgres:{schema}", env=env)
 
 
-# Orders as platforms send them, beside the generated ones: each line is a case the mart's rules name.
+# Orders as platforms send them, beside the generated ones: each is a case the marts' rules name.
 EDGE_ORDERS = [
     {"id": "e1", "modifiedDate": "2025-06-01T00:00:01Z", "createdDate": "2025-03-01T00:30:00+01:00",  # February
      "currency": " usd ", "totalAmount": 100, "totalRefund": 15,  # a positive refund
@@ -210,14 +214,61 @@ EDGE_ORDERS = [
     {"id": "e4", "modifiedDate": "2025-06-01T00:00:04Z", "createdDate": None, "totalAmount": 7},  # in no month
     {"id": "e5", "modifiedDate": "2025-06-01T00:00:05Z", "createdDate": "2025-02-12T00:00:00Z",
      "currency": "XXX", "totalAmount": 0.1, "orderLineItems": []},
+    {"id": "e6", "modifiedDate": "2025-06-01T00:00:06Z", "createdDate": "0001-01-01T00:00:00",  # Codat's no date
+     "currency": "GBP", "totalAmount": 9},
+    {"id": "e7", "modifiedDate": "2025-06-01T00:00:07Z", "createdDate": "2025-02-13T00:00:00Z",
+     "currency": "GBP", "totalAmount": 30, "totalDiscount": 4, "customerRef": {"id": ""},  # no customer
+     "orderLineItems": [None, {"id": "l1", "quantity": 1, "totalAmount": 30,
+                               "discountAllocations": [{"name": "x", "totalAmount": None}]}],  # 0, not 4
+     "payments": [None, {"id": "p1", "amount": 30, "type": " Card ", "status": " Paid "}]},
+    {"id": "e8", "modifiedDate": "2025-06-01T00:00:08Z", "createdDate": "2025-02-14T00:00:00Z",
+     "currency": "SEK", "totalAmount": 1},
+    {"id": "e9", "modifiedDate": "2025-06-01T00:00:09Z", "createdDate": "2025-02-15T00:00:00Z",
+     "currency": "SEK", "totalAmount": 1.01},  # 2.01 / 2 orders = 1.005: 1.01, not a double's 1.00
 ]
+FEBRUARY = date(2025, 2, 1)
+
+
+def check_models(api: Api, meltano_env: dict[str, str], run: tuple[str, ...], dbt_results: Path,
+                 fetch: Callable[[str], list[tuple[Any, ...]]], connection_id: str) -> None:
+    """Run ``meltano run … dbt:build``, compare both marts with what the API's records say, check the
+    edge orders by hand, then advance the sandbox, run again and check that merchant_monthly moved by
+    exactly the changed orders."""
+    meltano(*run, env=meltano_env)
+    results = json.loads((dbt_results / "run_results.json").read_text())["results"]
+    statuses = Counter((r["unique_id"].split(".")[0], r["status"]) for r in results)
+    assert statuses[("model", "success")] == 13 and statuses[("test", "pass")] >= 78
+    assert set(statuses) == {("model", "success"), ("test", "pass")}  # every model built, every dbt test passed
+    records = merchant_months.snapshot(api)
+    before, problems = merchant_months.compare_marts(records, fetch, "codat_analytics")
+    assert not problems  # every merchant-month and payment-mix figure as computed from the API
+    edge = {key[2:]: row for key, row in before.items() if key[1] == connection_id}
+    # e4 and e6 are in no month (the connection's generated disputes have months of their own)
+    assert {k for k in edge if k[0] == FEBRUARY} == {(FEBRUARY, c) for c in ("USD", "XXX", "GBP", "SEK")}
+    assert edge[(FEBRUARY, "USD")]["refunds"] == 15  # from 2025-03-01T00:30+01:00, sign dropped
+    assert edge[(FEBRUARY, "XXX")]["orders"] == 3  # blank, null and XXX are all unknown
+    assert edge[(FEBRUARY, "XXX")]["refunds"] == 10 and edge[(FEBRUARY, "XXX")]["discounts"] == 8
+    assert edge[(FEBRUARY, "GBP")]["discounts"] == 0 and edge[(FEBRUARY, "GBP")]["customers"] == 0
+    assert edge[(FEBRUARY, "SEK")]["average_order_value"] == Decimal("1.01")
+    assert {key[3] for key in before} >= {"XXX", "CAD"} and any(row["refunds"] for row in before.values())
+    mix = {(row[3], row[4]): Decimal(str(row[-1]))
+           for row in fetch(merchant_months.PAYMENT_MIX_MONTHLY.query("codat_analytics"))
+           if row[1] == connection_id and row[3] in ("USD", "GBP")}
+    # e1: the order's currency, no type is Unknown, failed left out; e7: " Card " is Card, a null payment none
+    assert mix == {("USD", "Card"): Decimal("0.6"), ("USD", "Unknown"): Decimal("0.4"), ("GBP", "Card"): 1}
+
+    api.advance(seconds=7200, updates=40, inserts=10)
+    meltano(*run, env=meltano_env)
+    records_after = merchant_months.snapshot(api)
+    after, problems = merchant_months.compare_marts(records_after, fetch, "codat_analytics")
+    assert not problems
+    change = merchant_months.expected_change(records, records_after)
+    assert change and merchant_months.loaded_change(before, after) == change
 
 
 def test_dbt_models_on_postgres_equal_the_sandbox_records_then_move_by_the_changed_orders(start_sandbox, postgres,
                                                                                          tmp_path):
-    """`meltano run tap-codat-commerce target-postgres dbt:build` with DBT_TARGET=postgres: every
-    merchant-month equals the one computed in Python from the records read through the API, and an
-    incremental run moves the mart by exactly the changed orders."""
+    """`meltano run tap-codat-commerce target-postgres dbt:build` with DBT_TARGET=postgres."""
     sandbox = start_sandbox(companies=6, orders=150, accounting_every=0)
     api = Api(sandbox)
     company_id, connection = api.commerce_connections()[0]
@@ -225,36 +276,37 @@ def test_dbt_models_on_postgres_equal_the_sandbox_records_then_move_by_the_chang
     schema = f"codat_{uuid.uuid4().hex[:8]}"
     env = installed_meltano_env(sandbox, postgres, schema)
     meltano("install", "utility", "dbt", env=env)
-    env |= {"DBT_TARGET": "postgres", "DBT_POSTGRES_PORT": str(postgres.port), "DBT_SOURCE_SCHEMA": schema,
-            "DBT_SCHEMA": f"{schema}_analytics", "DBT_TARGET_PATH": str(tmp_path / "dbt"),
+    # the models' schema: codat_analytics in a database of their own, so that runs never meet
+    postgres.query(f"create database {schema}")
+    env |= {"DBT_TARGET": "postgres", "DBT_POSTGRES_PORT": str(postgres.port), "DBT_POSTGRES_DATABASE": schema,
+            "DBT_SOURCE_SCHEMA": schema,
+            "TARGET_POSTGRES_DATABASE": schema, "DBT_TARGET_PATH": str(tmp_path / "dbt"),
             "DBT_LOG_PATH": str(tmp_path / "dbt")}
     run = ("run", "--state-id-suffix", schema, "tap-codat-commerce", "target-postgres", "dbt:build")
-
-    def marts(records: merchant_months.Snapshot) -> tuple[dict, list[str]]:
-        return merchant_months.compare_marts(records, postgres.query, f"{schema}_analytics")
-
-    meltano(*run, env=env)
-    results = json.loads((tmp_path / "dbt" / "run_results.json").read_text())["results"]
-    statuses = Counter((r["unique_id"].split(".")[0], r["status"]) for r in results)
-    assert statuses[("model", "success")] >= 12 and statuses[("test", "pass")] >= 70
-    assert set(statuses) == {("model", "success"), ("test", "pass")}  # every model built, every dbt test passed
-    records = merchant_months.snapshot(api)
-    before, problems = marts(records)
-    assert not problems  # every merchant-month and payment-mix figure as computed from the API
-    edge = {key[2:]: row for key, row in before.items() if key[1] == connection["id"]}
-    assert edge[(date(2025, 2, 1), "USD")]["refunds"] == 15  # from 2025-03-01T00:30+01:00, sign dropped
-    assert edge[(date(2025, 2, 1), "XXX")]["orders"] == 3  # blank, null and XXX are all unknown
-    assert edge[(date(2025, 2, 1), "XXX")]["refunds"] == 10 and edge[(date(2025, 2, 1), "XXX")]["discounts"] == 8
-    assert {key[3] for key in before} >= {"XXX", "CAD"} and any(row["refunds"] for row in before.values())
-    mix = dict(postgres.query(f"select payment_type, share_of_amount from {schema}_analytics.payment_mix_monthly "
-                              f"where connection_id = '{connection['id']}' and currency = 'USD'"))
-    assert mix == {"Card": "0.6000", "Unknown": "0.4000"}  # the order's currency; no type; failed left out
-
-    api.advance(seconds=7200, updates=40, inserts=10)
-    meltano(*run, env=env)
-    records_after = merchant_months.snapshot(api)
-    after, problems = marts(records_after)
-    assert not problems
-    change = merchant_months.expected_change(records, records_after)
-    assert change and merchant_months.loaded_change(before, after) == change
+    check_models(api, env, run, tmp_path / "dbt", lambda query: postgres.query(query, database=schema),
+                 connection["id"])
     meltano("state", "clear", "--force", f"dev:tap-codat-commerce-to-target-postgres:{schema}", env=env)
+
+
+def test_dbt_models_on_duckdb_equal_the_sandbox_records_then_move_by_the_changed_orders(start_sandbox, tmp_path):
+    """`meltano run tap-codat-commerce target-duckdb dbt:build` (the quick start's path) on the same cases."""
+    sandbox = start_sandbox(companies=6, orders=150, accounting_every=0)
+    api = Api(sandbox)
+    company_id, connection = api.commerce_connections()[0]
+    api.set_records(company_id, connection["id"], "commerce-orders", EDGE_ORDERS)
+    database = tmp_path / "codat.duckdb"
+    suffix = f"test{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "TAP_CODAT_COMMERCE_API_KEY": sandbox.api_key, "TAP_CODAT_COMMERCE_BASE_URL": sandbox.base_url,
+           "TARGET_DUCKDB_PATH": str(database), "DBT_DUCKDB_PATH": str(database), "DBT_TARGET": "duckdb",
+           "DBT_TARGET_PATH": str(tmp_path / "dbt"), "DBT_LOG_PATH": str(tmp_path / "dbt")}
+    for plugin in (("extractor", "tap-codat-commerce"), ("loader", "target-duckdb"), ("utility", "dbt")):
+        meltano("install", *plugin, env=env)
+
+    def fetch(query: str) -> list[tuple[Any, ...]]:
+        with duckdb.connect(str(database), read_only=True) as db:
+            return db.sql(query).fetchall()
+
+    run = ("run", "--state-id-suffix", suffix, "tap-codat-commerce", "target-duckdb", "dbt:build")
+    check_models(api, env, run, tmp_path / "dbt", fetch, connection["id"])
+    meltano("state", "clear", "--force", f"dev:tap-codat-commerce-to-target-duckdb:{suffix}", env=env)

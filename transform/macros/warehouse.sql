@@ -25,23 +25,30 @@
     to_jsonb({{ column }})
 {%- endmacro %}
 
-{#- A lateral join giving one row per element of a JSON array: `alias.value` (the element,
-    JSON) and `alias.position` (1, 2, ...). A null or empty array gives no row. -#}
+{#- A lateral join giving one row per object in a JSON array: `alias.value` (the object, JSON)
+    and `alias.position` (its place in the array: 1, 2, ...). A null or empty array, a value that
+    is no array, and elements that are no object (null) give no row. -#}
 {% macro json_elements(array, alias) -%}
     {{ return(adapter.dispatch('json_elements', 'codat_commerce')(array, alias)) }}
 {%- endmacro %}
 
 {% macro duckdb__json_elements(array, alias) -%}
     cross join lateral (
-        select unnest(cast({{ array }} as json[])) as value,
-               generate_subscripts(cast({{ array }} as json[]), 1) as position
+        select * from (
+            select unnest(elements) as value, generate_subscripts(elements, 1) as position
+            from (select case when json_type({{ array }}) = 'ARRAY' then cast({{ array }} as json[]) end
+                      as elements)
+        ) where json_type(value) = 'OBJECT'
     ) as {{ alias }}
 {%- endmacro %}
 
 {% macro postgres__json_elements(array, alias) -%}
-    cross join lateral jsonb_array_elements(
-        case when jsonb_typeof({{ array }}) = 'array' then {{ array }} else '[]'::jsonb end
-    ) with ordinality as {{ alias }}(value, position)
+    cross join lateral (
+        select * from jsonb_array_elements(
+            case when jsonb_typeof({{ array }}) = 'array' then {{ array }} else '[]'::jsonb end
+        ) with ordinality as elements(value, position)
+        where jsonb_typeof(elements.value) = 'object'
+    ) as {{ alias }}
 {%- endmacro %}
 
 {#- The calendar month (UTC) of a timestamp, as a date (the 1st). The tap writes every date in
@@ -58,6 +65,26 @@
 {#- Codat's 0001-01-01 "no date" sentinel as null. -#}
 {% macro real_date(timestamp) -%}
     case when {{ timestamp }} >= cast('1900-01-01' as timestamp) then {{ timestamp }} end
+{%- endmacro %}
+
+{#- Ratio ``numerator / denominator`` rounded half away from zero to ``places`` decimals, the same
+    on both warehouses (DuckDB divides decimals as doubles: its quotient is first made a decimal
+    of 10 places, which takes off the double's error). -#}
+{% macro rounded_ratio(numerator, denominator, places) -%}
+    {{ return(adapter.dispatch('rounded_ratio', 'codat_commerce')(numerator, denominator, places)) }}
+{%- endmacro %}
+
+{% macro default__rounded_ratio(numerator, denominator, places) -%}
+    cast(round({{ numerator }} / {{ denominator }}, {{ places }}) as decimal(38, {{ places }}))
+{%- endmacro %}
+
+{% macro duckdb__rounded_ratio(numerator, denominator, places) -%}
+    cast(round(cast({{ numerator }} / {{ denominator }} as decimal(38, 10)), {{ places }}) as decimal(38, {{ places }}))
+{%- endmacro %}
+
+{#- Text with the spaces around it taken off; blank as null. -#}
+{% macro clean_text(expression) -%}
+    nullif(trim({{ expression }}), '')
 {%- endmacro %}
 
 {#- The key of a commerce record as one text value, for relationships tests: Codat's company and

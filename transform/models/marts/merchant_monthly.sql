@@ -15,7 +15,7 @@ with order_months as (
         sum(net_sales) as net_sales,
         count(distinct customer_id) as customers
     from {{ ref('int_order_amounts') }}
-    where month is not null
+    where created_at is not null  -- not `month is not null`: duckdb 1.2.2's optimizer drops that filter
     group by company_id, connection_id, month, currency
 ),
 
@@ -51,7 +51,7 @@ select
     coalesce(o.refunds, 0) as refunds,
     coalesce(o.net_sales, 0) as net_sales,
     cast(coalesce(o.customers, 0) as bigint) as customers,
-    case when o.orders > 0 then cast(round(o.net_sales / o.orders, 2) as decimal(38, 2)) end
+    case when o.orders > 0 then {{ rounded_ratio('o.net_sales', 'o.orders', 2) }} end
         as average_order_value,
     cast(coalesce(d.disputes_opened, 0) as bigint) as disputes_opened,
     coalesce(d.disputed_amount, 0) as disputed_amount

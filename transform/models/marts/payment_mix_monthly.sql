@@ -8,7 +8,7 @@ with payments as (
         p.connection_id,
         {{ utc_month('o.created_at') }} as month,
         p.currency,
-        coalesce(nullif(trim(p.payment_type), ''), 'Unknown') as payment_type,
+        coalesce(p.payment_type, 'Unknown') as payment_type,
         p.order_key,
         coalesce(p.amount, 0) as amount
     from {{ ref('stg_order_payments') }} as p
@@ -38,7 +38,6 @@ select
     amount,
     case
         when sum(amount) over (partition by company_id, connection_id, month, currency) <> 0
-            then cast(round(amount / sum(amount) over (partition by company_id, connection_id, month, currency), 4)
-                      as decimal(38, 4))
+            then {{ rounded_ratio('amount', 'sum(amount) over (partition by company_id, connection_id, month, currency)', 4) }}
     end as share_of_amount
 from by_type

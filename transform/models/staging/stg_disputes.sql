@@ -8,7 +8,7 @@ select
     d.reason,
     {{ currency('d.currency') }} as currency,
     abs({{ amount('d."totalAmount"') }}) as disputed_amount,
-    d."createdDate" as created_at,
+    {{ real_date('d."createdDate"') }} as created_at,
     {{ real_date('d."dueDate"') }} as due_at,
     d."modifiedDate" as modified_at
 from {{ source('codat', 'disputes') }} as d

@@ -3,7 +3,7 @@ select
     {{ order_key_columns('o') }},
     o."orderNumber" as order_number,
     {{ currency('o.currency') }} as currency,
-    o."createdDate" as created_at,
+    {{ real_date('o."createdDate"') }} as created_at,
     {{ real_date('o."closedDate"') }} as closed_at,
     o."modifiedDate" as modified_at,
     {{ amount('o."totalAmount"') }} as total_amount,
@@ -11,7 +11,7 @@ select
     {{ amount('o."totalDiscount"') }} as total_discount,
     {{ amount('o."totalTaxAmount"') }} as total_tax_amount,
     {{ amount('o."totalGratuity"') }} as total_gratuity,
-    {{ json_text('o."customerRef"', 'id') }} as customer_id,
+    nullif({{ json_text('o."customerRef"', 'id') }}, '') as customer_id,
     {{ json_text('o."locationRef"', 'id') }} as location_id,
     o.country
 from {{ source('codat', 'orders') }} as o
