@@ -13,8 +13,8 @@ from typing import Any
 from tests.conftest import Api
 
 Key = tuple[str, str, date, str]  # company, connection, month (UTC), currency
-AMOUNTS = ("gross_sales", "discounts", "refunds", "net_sales", "disputed_amount")
-COLUMNS = ("orders", *AMOUNTS[:4], "customers", "average_order_value", "disputes_opened", "disputed_amount")
+COLUMNS = ("orders", "gross_sales", "discounts", "refunds", "net_sales", "customers", "average_order_value",
+           "disputes_opened", "disputed_amount")
 CENT = Decimal("0.01")
 
 
@@ -139,19 +139,13 @@ def expected_change(before: Snapshot, after: Snapshot) -> dict[Key, dict[str, An
     """What the changed and new records alone move in each merchant-month (additive columns):
     their new contributions minus their old ones."""
     changed = {key for key in after if before.get(key) != after[key]}
-    added = merchant_months({key: after[key] for key in changed})
-    removed = merchant_months({key: before[key] for key in changed if key in before})
-    change = {}
-    for key in added.keys() | removed.keys():
-        new, old = (added.get(key, MerchantMonth()).row(), removed.get(key, MerchantMonth()).row())
-        moved = {name: new[name] - old[name] for name in ADDITIVE}
-        if any(moved.values()):
-            change[key] = moved
-    return change
+    return rows_moved(expected_merchant_months({key: before[key] for key in changed if key in before}),
+                         expected_merchant_months({key: after[key] for key in changed}))
 
 
-def loaded_change(before: dict[Key, dict[str, Any]], after: dict[Key, dict[str, Any]]) -> dict[Key, dict[str, Any]]:
-    """How the warehouse's merchant_monthly moved between two builds (additive columns)."""
+def rows_moved(before: dict[Key, dict[str, Any]], after: dict[Key, dict[str, Any]]) -> dict[Key, dict[str, Any]]:
+    """How merchant_monthly rows moved from ``before`` to ``after`` (additive columns; a row
+    missing on one side counts as zeros)."""
     empty = dict.fromkeys(ADDITIVE, 0)
     change = {}
     for key in before.keys() | after.keys():

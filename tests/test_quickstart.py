@@ -90,7 +90,7 @@ def test_quickstart_loads_duckdb_and_models_it_full_then_incremental(tmp_path):
     assert not problems_after
     change = merchant_months.expected_change(records, records_after)
     assert change  # the day's updates refunded orders and added new ones
-    assert merchant_months.loaded_change(mart, mart_after) == change  # the mart moved by exactly the changed orders
+    assert merchant_months.rows_moved(mart, mart_after) == change  # the mart moved by exactly the changed orders
 
     meltano = str(Path(sys.executable).parent / "meltano")
     subprocess.run([meltano, "state", "clear", "--force", f"dev:tap-codat-commerce-to-target-duckdb:{suffix}"],

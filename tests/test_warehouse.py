@@ -263,7 +263,7 @@ def check_models(api: Api, meltano_env: dict[str, str], run: tuple[str, ...], db
     after, problems = merchant_months.compare_marts(records_after, fetch, "codat_analytics")
     assert not problems
     change = merchant_months.expected_change(records, records_after)
-    assert change and merchant_months.loaded_change(before, after) == change
+    assert change and merchant_months.rows_moved(before, after) == change
 
 
 def test_dbt_models_on_postgres_equal_the_sandbox_records_then_move_by_the_changed_orders(start_sandbox, postgres,
