@@ -74,6 +74,15 @@ class Api:
     def truth(self) -> dict[str, Any]:
         return requests.get(self.base + "/_sandbox/truth", timeout=60).json()
 
+    def rows_per_stream(self) -> dict[str, int]:
+        """How many records each commerce stream should hold: the sandbox's truth, counted."""
+        counts = dict.fromkeys(STREAM_OF_DATA_TYPE.values(), 0)
+        for connections in self.truth().values():
+            for data_types in connections.values():
+                for data_type, rows in data_types.items():
+                    counts[STREAM_OF_DATA_TYPE[data_type]] += len(rows)
+        return counts
+
     def faults(self, **body: Any) -> dict[str, Any]:
         response = requests.post(self.base + "/_sandbox/faults", json=body, timeout=10)
         response.raise_for_status()
@@ -133,6 +142,25 @@ def start_sandbox() -> Iterator[Callable[..., Sandbox]]:
     yield start
     for sandbox in started:
         sandbox.stop()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+MELTANO = str(Path(sys.executable).parent / "meltano")
+
+
+def meltano(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``meltano --log-level=warning ARGS`` in the project; fails the test with its output if it fails."""
+    done = subprocess.run([MELTANO, "--log-level=warning", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def meltano_env(sandbox: Sandbox, **variables: str) -> dict[str, str]:
+    """The environment for Meltano commands on ``sandbox``, with these further variables."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "TAP_CODAT_COMMERCE_API_KEY": sandbox.api_key, "TAP_CODAT_COMMERCE_BASE_URL": sandbox.base_url,
+            **variables}
 
 
 def tap_config(sandbox: Sandbox, **extra: Any) -> dict[str, Any]:

@@ -17,9 +17,7 @@ from quickstart import SANDBOX_FLAGS
 
 from tap_codat_commerce.sandbox.cli import sandbox_process
 from tests import merchant_months
-from tests.conftest import STREAM_OF_DATA_TYPE, Api
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT, Api, meltano, meltano_env
 
 
 def quickstart(home: Path, suffix: str) -> str:
@@ -40,11 +38,7 @@ def sandbox_truth(home: Path) -> tuple[dict[str, int], merchant_months.Snapshot]
     """The quick start's sandbox world, reopened: rows per stream, and every order and dispute."""
     with sandbox_process(*SANDBOX_FLAGS, "--data-dir", str(home / ".codat-sandbox")) as (base_url, api_key):
         api = Api(SimpleNamespace(base_url=base_url, api_key=api_key))  # type: ignore[arg-type]
-        counts = dict.fromkeys(STREAM_OF_DATA_TYPE.values(), 0)
-        for connections in api.truth().values():
-            for data_types in connections.values():
-                for data_type, rows in data_types.items():
-                    counts[STREAM_OF_DATA_TYPE[data_type]] += len(rows)
+        counts = api.rows_per_stream()
         companies = api.companies()
         counts["companies"] = len(companies)
         counts["connections"] = sum(len(c["dataConnections"]) for c in companies)
@@ -91,25 +85,16 @@ def test_quickstart_loads_duckdb_and_models_it_full_then_incremental(tmp_path):
     change = merchant_months.expected_change(records, records_after)
     assert change  # the day's updates refunded orders and added new ones
     assert merchant_months.rows_moved(mart, mart_after) == change  # the mart moved by exactly the changed orders
-
-    meltano = str(Path(sys.executable).parent / "meltano")
-    subprocess.run([meltano, "state", "clear", "--force", f"dev:tap-codat-commerce-to-target-duckdb:{suffix}"],
-                   cwd=ROOT, capture_output=True, check=False)
+    meltano("state", "clear", "--force", f"dev:tap-codat-commerce-to-target-duckdb:{suffix}", env={**os.environ})
 
 
 def test_jsonl_stays_available_as_a_second_target(start_sandbox, tmp_path):
     sandbox = start_sandbox(companies=2, orders=30, accounting_every=0)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "TAP_CODAT_COMMERCE_API_KEY": sandbox.api_key, "TAP_CODAT_COMMERCE_BASE_URL": sandbox.base_url,
-           "TARGET_JSONL_DESTINATION_PATH": str(tmp_path), "TARGET_JSONL_DO_TIMESTAMP_FILE": "false"}
-    meltano = str(Path(sys.executable).parent / "meltano")
+    env = meltano_env(sandbox, TARGET_JSONL_DESTINATION_PATH=str(tmp_path), TARGET_JSONL_DO_TIMESTAMP_FILE="false")
     suffix = f"test{uuid.uuid4().hex[:8]}"
-    for args in (("install", "loader", "target-jsonl"),
-                 ("run", "--state-id-suffix", suffix, "tap-codat-commerce", "target-jsonl"),
-                 ("state", "clear", "--force", f"dev:tap-codat-commerce-to-target-jsonl:{suffix}")):
-        done = subprocess.run([meltano, "--log-level=warning", *args], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=300, check=False)
-        assert done.returncode == 0, done.stderr[-2000:]
-    orders = sum(len(rows) for connections in Api(sandbox).truth().values()
-                 for data_types in connections.values() for t, rows in data_types.items() if t == "commerce-orders")
+    meltano("install", "extractor", "tap-codat-commerce", env=env)
+    meltano("install", "loader", "target-jsonl", env=env)
+    meltano("run", "--state-id-suffix", suffix, "tap-codat-commerce", "target-jsonl", env=env)
+    meltano("state", "clear", "--force", f"dev:tap-codat-commerce-to-target-jsonl:{suffix}", env=env)
+    orders = Api(sandbox).rows_per_stream()["orders"]
     assert orders > 0 and len((tmp_path / "orders.jsonl").read_text().splitlines()) == orders

@@ -8,7 +8,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import uuid
 from collections import Counter
@@ -22,10 +21,7 @@ import duckdb
 import pytest
 
 from tests import merchant_months
-from tests.conftest import STREAM_OF_DATA_TYPE, Api
-
-ROOT = Path(__file__).resolve().parents[1]
-MELTANO = str(Path(sys.executable).parent / "meltano")
+from tests.conftest import STREAM_OF_DATA_TYPE, Api, meltano, meltano_env
 
 
 def free_port() -> int:
@@ -87,18 +83,9 @@ def postgres() -> Iterator[Postgres]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def meltano(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([MELTANO, "--log-level=warning", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600, check=False)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done
-
-
 def installed_meltano_env(sandbox, postgres, schema: str) -> dict[str, str]:
     """The environment for `meltano run` into ``schema`` on the test's PostgreSQL, plugins installed."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "TAP_CODAT_COMMERCE_API_KEY": sandbox.api_key, "TAP_CODAT_COMMERCE_BASE_URL": sandbox.base_url,
-           "TARGET_POSTGRES_PORT": str(postgres.port), "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema}
+    env = meltano_env(sandbox, TARGET_POSTGRES_PORT=str(postgres.port), TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA=schema)
     meltano("install", "extractor", "tap-codat-commerce", env=env)
     meltano("install", "loader", "target-postgres", env=env)
     return env
@@ -296,10 +283,8 @@ def test_dbt_models_on_duckdb_equal_the_sandbox_records_then_move_by_the_changed
     api.set_records(company_id, connection["id"], "commerce-orders", EDGE_ORDERS)
     database = tmp_path / "codat.duckdb"
     suffix = f"test{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "TAP_CODAT_COMMERCE_API_KEY": sandbox.api_key, "TAP_CODAT_COMMERCE_BASE_URL": sandbox.base_url,
-           "TARGET_DUCKDB_PATH": str(database), "DBT_DUCKDB_PATH": str(database), "DBT_TARGET": "duckdb",
-           "DBT_TARGET_PATH": str(tmp_path / "dbt"), "DBT_LOG_PATH": str(tmp_path / "dbt")}
+    env = meltano_env(sandbox, TARGET_DUCKDB_PATH=str(database), DBT_DUCKDB_PATH=str(database), DBT_TARGET="duckdb",
+                      DBT_TARGET_PATH=str(tmp_path / "dbt"), DBT_LOG_PATH=str(tmp_path / "dbt"))
     for plugin in (("extractor", "tap-codat-commerce"), ("loader", "target-duckdb"), ("utility", "dbt")):
         meltano("install", *plugin, env=env)
 
