@@ -207,20 +207,27 @@ def cpu_bound(directory: Path, catalog: Path, orders: int, page_size: int) -> di
             "tap_cpu_vs_floor": round((tap_cpu / orders) / (floor_cpu / floor_count), 2)}
 
 
+def tap_at_default_and_sequential(directory: Path, catalog: Path, base_url: str, api_key: str) -> dict[str, Any]:
+    """The tap at its default concurrency and at ``max_concurrency=1``, on one sandbox: per run,
+    seconds, requests, peak requests in flight per company and 429s met."""
+    control = session(api_key)
+    results = {}
+    for label, extra in (("default", {}), ("concurrency_1", {"max_concurrency": 1})):
+        control.delete(base_url + "/_sandbox/requests")
+        elapsed, _ = run_tap(write_config(directory, base_url, api_key, **extra), catalog)
+        log = control.get(base_url + "/_sandbox/requests").json()
+        results[label] = {"seconds": round(elapsed, 2), "requests": len(log["requests"]),
+                          "max_in_flight_per_company": max(log["maxInFlight"].values()), "429s": log["throttled"]}
+    return results
+
+
 def latency_bound(directory: Path, catalog: Path, connections: int, latency_ms: int) -> dict[str, Any]:
     full_catalog = directory / "full-catalog.json"
     full_catalog.write_text(subprocess.run([TAP, "--discover"], capture_output=True, text=True, check=True).stdout)
     results: dict[str, Any] = {"connections": connections, "latency_ms": latency_ms}
     with sandbox("--companies", str(connections), "--orders", "20", "--latency-ms", str(latency_ms),
                  "--concurrency-limit", "10") as (base_url, api_key):
-        control = session(api_key)
-        for label, extra in (("default", {}), ("concurrency_1", {"max_concurrency": 1})):
-            control.delete(base_url + "/_sandbox/requests")
-            elapsed, _ = run_tap(write_config(directory, base_url, api_key, **extra), full_catalog)
-            log = control.get(base_url + "/_sandbox/requests").json()
-            results[label] = {"seconds": round(elapsed, 2), "requests": len(log["requests"]),
-                              "max_in_flight_per_company": max(log["maxInFlight"].values()),
-                              "429s": log["throttled"]}
+        results |= tap_at_default_and_sequential(directory, full_catalog, base_url, api_key)
     results["speedup"] = round(results["concurrency_1"]["seconds"] / results["default"]["seconds"], 2)
     return results
 
@@ -241,13 +248,8 @@ def many_small_shops(directory: Path, catalog: Path, companies: int, latency_ms:
     contender = contender_python()
     with sandbox("--companies", str(companies), "--orders", "20", "--latency-ms", str(latency_ms),
                  "--concurrency-limit", "10") as (base_url, api_key):
+        results |= tap_at_default_and_sequential(directory, catalog, base_url, api_key)
         control = session(api_key)
-        for label, extra in (("default", {}), ("concurrency_1", {"max_concurrency": 1})):
-            control.delete(base_url + "/_sandbox/requests")
-            elapsed, _ = run_tap(write_config(directory, base_url, api_key, **extra), catalog)
-            log = control.get(base_url + "/_sandbox/requests").json()
-            results[label] = {"seconds": round(elapsed, 2), "requests": len(log["requests"]),
-                              "max_in_flight_per_company": max(log["maxInFlight"].values()), "429s": log["throttled"]}
         control.delete(base_url + "/_sandbox/requests")
         started = time.perf_counter()
         done = subprocess.run([str(contender), str(ROOT / "benchmarks" / "contender_dlt.py"), base_url, api_key, "16"],

@@ -28,7 +28,7 @@ from itertools import pairwise
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import ROOT, TAP, sandbox
+from run import ROOT, TAP, sandbox, write_config
 
 PLUGINS = ROOT / ".meltano"
 TARGET_JSONL = PLUGINS / "loaders" / "target-jsonl" / "venv" / "bin" / "target-jsonl"
@@ -56,8 +56,7 @@ def timed_pipe(tap_config: Path, target: list[str] | None) -> tuple[float, int]:
 
 def measure(companies: int, orders: int, work: Path) -> dict[str, float]:
     with sandbox("--companies", str(companies), "--orders", str(orders), "--in-memory") as (base_url, api_key):
-        tap_config = work / "tap.json"
-        tap_config.write_text(json.dumps({"api_key": api_key, "base_url": base_url}))
+        tap_config = write_config(work, base_url, api_key)
         extract, rows = timed_pipe(tap_config, None)
         jsonl_config = work / "jsonl.json"
         jsonl_config.write_text(json.dumps({"destination_path": str(work / "jsonl")}))
