@@ -59,7 +59,7 @@
 
 {#- An ISO 4217 code as Codat means it: upper case; missing or blank is XXX (unknown). -#}
 {% macro currency(expression) -%}
-    coalesce(nullif(upper(trim({{ expression }})), ''), 'XXX')
+    coalesce(upper({{ clean_text(expression) }}), 'XXX')
 {%- endmacro %}
 
 {#- Codat's 0001-01-01 "no date" sentinel as null. -#}
