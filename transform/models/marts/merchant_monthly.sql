@@ -15,7 +15,9 @@ with order_months as (
         sum(net_sales) as net_sales,
         count(distinct customer_id) as customers
     from {{ ref('int_order_amounts') }}
-    where created_at is not null  -- not `month is not null`: duckdb 1.2.2's optimizer drops that filter
+    -- the orders that have a month; duckdb 1.2.2 can keep rows of `date_trunc(...) is not null` whose
+    -- timestamp is null (seen on a plain table), so the filter is on the timestamp itself
+    where created_at is not null
     group by company_id, connection_id, month, currency
 ),
 
