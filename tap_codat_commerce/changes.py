@@ -71,7 +71,7 @@ class ChangeFilter:
         read_at = parse_instant(str(marker.get("read_at") or ""))
         if read_at is None or datetime.now(UTC) - read_at >= self.reread_after:
             return None
-        return f"unchanged since the last read (Codat sync {status.sync_marker})"
+        return "unchanged since the last read (no new Codat sync)"
 
     @staticmethod
     def mark_read(partition: dict[str, Any], status: DataTypeStatus | None) -> None:

@@ -4,22 +4,51 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from singer_sdk import Stream, Tap
+from singer_sdk.exceptions import AbortedSyncFailedException, AbortedSyncPausedException
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.helpers.types import Context
 from singer_sdk.mapper import RemoveRecordTransform
 from singer_sdk.schema.source import SchemaDirectory, StreamSchema
 
 from .codat.http import MAX_PAGE_SIZE, CodatClient, CodatError
+from .failures import RunReport
 from .normalise import Normaliser, UndeclaredMode, build_normaliser, declare_undeclared, without_empty_properties
-from .progress import TALLY, is_quiet, quiet_stream_logger
+from .output import OutputError
+from .progress import TALLY, Progress, is_quiet, quiet_stream_logger
 from .readiness import Readiness
-from .state import IndexedStateManager
+from .request_metrics import RequestMetrics
+from .state import IndexedStateManager, IntervalStateWriter
+
+if TYPE_CHECKING:
+    from .changes import ChangeFilter
+
+
+class TapServices(Protocol):
+    """What the streams use of their tap (``TapCodatCommerce`` provides each; mypy checks it)."""
+
+    @property
+    def config(self) -> Mapping[str, Any]: ...
+    @property
+    def client(self) -> CodatClient: ...
+    @property
+    def readiness(self) -> Readiness: ...
+    @property
+    def changes(self) -> ChangeFilter: ...
+    @property
+    def request_metrics(self) -> RequestMetrics: ...
+    @property
+    def report(self) -> RunReport: ...
+    @property
+    def progress(self) -> Progress: ...
+    @property
+    def state_writer(self) -> IntervalStateWriter: ...
+    company_rank: dict[str, int]
 
 
 def _schema_dir() -> Path:
@@ -43,7 +72,7 @@ class CodatStream(Stream):
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
 
     def __init__(self, tap: Tap, *, name: str | None = None) -> None:
-        self._owner = tap
+        self.services = cast("TapServices", tap)
         self._schema_with_extras: dict[str, Any] | None = None
         self._schema_keys: tuple[str, ...] = ()
         super().__init__(tap, name=name)
@@ -64,7 +93,7 @@ class CodatStream(Stream):
     @property
     def undeclared_fields(self) -> UndeclaredMode:
         """``drop`` (the SDK's rule) or ``keep`` (in the ``_codat_undeclared`` JSON object)."""
-        return "keep" if self._owner.config.get("undeclared_fields") == "keep" else "drop"
+        return "keep" if self.config.get("undeclared_fields") == "keep" else "drop"
 
     @property
     def schema(self) -> dict[str, Any]:
@@ -88,21 +117,45 @@ class CodatStream(Stream):
         return row
 
     def generate_child_contexts(self, record: dict[str, Any], context: Context | None) -> Iterable[Context | None]:
-        """The SDK's child contexts, except that a parent mapped away entirely
-        (``stream_maps: {"companies": null}``) still has its children synced: the SDK would
-        skip them, and the run would emit nothing while exiting 0. (A ``__filter__`` that
-        drops a record still drops its children, as the SDK intends.)"""
+        """Sync ``record``'s children here, each partition on its own (:meth:`sync_partition`),
+        and give the SDK nothing more to do. As the SDK does, a parent dropped by a stream map's
+        ``__filter__`` drops its children; unlike the SDK, a parent mapped away entirely
+        (``stream_maps: {"companies": null}``) still has its children synced (the SDK would skip
+        them, and the run would emit nothing while exiting 0)."""
         if not self.child_streams:
             return ()
-        if not isinstance(self.stream_maps[0], RemoveRecordTransform):
-            return self.child_contexts(record, context)
+        mapper = self.stream_maps[0]
+        if not isinstance(mapper, RemoveRecordTransform) and not mapper.get_filter_result(record):
+            return ()
         for child in self.child_contexts(record, context):
             if child is None:
                 continue
             for stream in self.child_streams:
                 if stream.selected or stream.has_selected_descendents:
-                    stream.sync(context=dict(child))
+                    self.sync_partition(stream, child)
         return ()
+
+    def sync_partition(self, stream: Stream, context: Context) -> None:
+        """``stream.sync(context)``, where a failure that belongs to the partition (see failures.py)
+        is recorded in the run's report instead of stopping the run."""
+        company_id = context["companyId"]
+        connection_id = context.get("connectionId")
+        try:
+            stream.sync(context=dict(context))
+        except (AbortedSyncFailedException, AbortedSyncPausedException):
+            return  # as the SDK's own _sync_children: an interrupted child, the others go on
+        except CodatError as exc:
+            if exc.whole_run:
+                raise
+            self.services.report.failed(company_id, connection_id, stream.name, exc)
+            if isinstance(stream, CodatStream):
+                stream.partition_failed(context)
+        else:
+            if connection_id is not None:
+                self.services.report.read(company_id)
+
+    def partition_failed(self, context: Context) -> None:
+        """``context`` failed: what would let a later run skip it is forgotten (see CommerceStream)."""
 
     def child_contexts(self, record: dict[str, Any], context: Context | None) -> Iterable[Context | None]:
         """The contexts of ``record``'s children (the SDK's ``generate_child_contexts``)."""
@@ -113,7 +166,7 @@ class CodatStream(Stream):
         try:
             yield from self.read_records(context)
         finally:
-            self._owner.request_metrics.flush(self.name, context)  # type: ignore[attr-defined]
+            self.services.request_metrics.flush(self.name, context)
 
     def read_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         """The records of ``context``, as Codat sends them."""
@@ -121,17 +174,16 @@ class CodatStream(Stream):
 
     @property
     def client(self) -> CodatClient:
-        """The tap's one client (a fresh one for every sync)."""
-        return self._owner.client  # type: ignore[attr-defined, no-any-return]
+        """The tap's one client."""
+        return self.services.client
 
     @property
     def readiness(self) -> Readiness:
-        return self._owner.readiness  # type: ignore[attr-defined, no-any-return]
+        return self.services.readiness
 
     def priority(self, context: Context | None) -> tuple[int, ...]:
         """Fetch-ahead priority: the company's place in this sync (earlier companies first)."""
-        ranks: dict[str, int] = self._owner.company_rank  # type: ignore[attr-defined]
-        return (ranks.get(context["companyId"], 0),) if context else ()
+        return (self.services.company_rank.get(context["companyId"], 0),) if context else ()
 
     @property
     def page_size(self) -> int:
@@ -159,8 +211,8 @@ class CodatStream(Stream):
 
     def log(self, message: str, *args: Any, level: int = logging.INFO, **kwargs: Any) -> None:
         # The SDK logs "unhandled error" at ERROR for every stream a failure passes through;
-        # a CodatError (or a closed stdout) is reported once, as one line, by the tap.
-        if level >= logging.ERROR and isinstance(sys.exc_info()[1], CodatError | BrokenPipeError):
+        # a CodatError (or a failed stdout) is reported once, as one line, by the tap or the report.
+        if level >= logging.ERROR and isinstance(sys.exc_info()[1], CodatError | OutputError | BrokenPipeError):
             level = logging.DEBUG
         super().log(message, *args, level=level, **kwargs)
 
@@ -172,9 +224,11 @@ class CodatStream(Stream):
 
     @contextmanager
     def failure_context(self, company_id: str, connection_id: str | None = None) -> Iterator[None]:
-        """Re-raise a CodatError as one line naming stream, company and connection."""
+        """A CodatError raised inside names stream, company and connection (``where``), once."""
         try:
             yield
         except CodatError as exc:
-            where = f"company {company_id}" + (f", connection {connection_id}" if connection_id else "")
-            raise type(exc)(f"{self.name} ({where}): {exc}") from None
+            if not exc.where:
+                exc.where = f"{self.name} (company {company_id}" + (
+                    f", connection {connection_id})" if connection_id else ")")
+            raise

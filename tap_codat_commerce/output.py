@@ -24,6 +24,11 @@ from singer_sdk.singerlib.encoding.simple import Message, SchemaMessage
 from singer_sdk.singerlib.json import serialize_json
 
 
+class OutputError(Exception):
+    """stdout cannot be written: the target closed it, or the disk behind it is full. The run
+    stops (nothing after this could reach the target); one line says which."""
+
+
 def _default(value: Any) -> Any:
     """orjson's hook for types it does not know: a Decimal is written as its own digits
     (a non-finite one as null, as the SDK writes NaN floats); anything else is refused,
@@ -95,9 +100,14 @@ class OrjsonWriter(GenericSingerWriter[bytes, Message]):
         """Write one serialised message; ``flush`` pushes it (and every line before it) out now."""
         out = sys.stdout
         binary = getattr(out, "buffer", None)
-        if binary is None:  # a text-only stream (tests capture into StringIO)
-            out.write(line.decode())
-        else:
-            binary.write(line)
-        if flush:
-            out.flush()
+        try:
+            if binary is None:  # a text-only stream (tests capture into StringIO)
+                out.write(line.decode())
+            else:
+                binary.write(line)
+            if flush:
+                out.flush()
+        except BrokenPipeError:
+            raise OutputError("Sync stopped: whatever reads stdout (the target) closed it before the end") from None
+        except OSError as exc:
+            raise OutputError(f"Sync stopped: writing to stdout failed: {exc.strerror or exc}") from None

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from typing import Any
+
+from .codat.http import CodatClient
 
 METRICS_LOGGER = "singer_sdk.metrics"
 # Templates of the SDK's INFO lines that repeat per partition or per stream at start-up.
@@ -20,6 +23,9 @@ CHATTER = ("Beginning sync of '%s'", "Starting incremental sync of '%s'", "Added
 # (template, which argument names the stream or None for "connections", which one is the reason)
 ROUTINE_SKIP = "Skipping %s for company %s connection %s: %s"
 NOT_LINKED = "Company %s connection %s is not linked yet (PendingAuth); no data to read"
+
+
+SUMMARY_REASONS = 3  # reasons per stream in the end-of-run line; the rest are counted together
 
 
 class RecordTally(logging.Filter):
@@ -68,8 +74,50 @@ class RecordTally(logging.Filter):
         if partitions:
             noun = ("company", "companies") if stream == "connections" else ("connection", "connections")
             where = f" from {partitions:,} {noun[partitions != 1]}"
-        passed_over = "".join(f"; {reason} on {n:,} connection{'' if n == 1 else 's'}" for reason, n in notes.items())
+        ranked = sorted(notes.items(), key=lambda item: -item[1])
+        passed_over = "".join(f"; {reason} on {n:,} connection{'' if n == 1 else 's'}"
+                              for reason, n in ranked[:SUMMARY_REASONS])
+        if len(ranked) > SUMMARY_REASONS:
+            others = sum(n for _, n in ranked[SUMMARY_REASONS:])
+            passed_over += f"; {len(ranked) - SUMMARY_REASONS} other reasons on {others:,} connections"
         return f"{stream}: {count:,} record{'' if count == 1 else 's'}{where}{passed_over}"
+
+
+class Progress:
+    """A progress line at most every ``interval`` seconds: companies done of total, records,
+    requests in the last minute against the budget, Codat's quota left, and time left."""
+
+    def __init__(self, logger: logging.Logger, interval: float) -> None:
+        self.logger = logger
+        self.interval = interval
+        self.total = 0
+        self._started = self._last = time.monotonic()
+
+    def start(self, total: int) -> None:
+        self.total = total
+        self._started = self._last = time.monotonic()
+
+    def company_done(self, done: int, client: CodatClient) -> None:
+        now = time.monotonic()
+        if self.interval <= 0 or now - self._last < self.interval or done >= self.total:
+            return
+        self._last = now
+        elapsed = now - self._started
+        with TALLY.lock:
+            records = sum(TALLY.records.values())
+        left = elapsed / done * (self.total - done) if done else 0.0
+        budget = client.budget.per_minute
+        quota = f", Codat quota left {client.quota_remaining:,}" if client.quota_remaining is not None else ""
+        self.logger.info("Progress: %s/%s companies, %s records, %s requests in the last minute (budget %s)%s; "
+                         "%s elapsed, about %s left", f"{done:,}", f"{self.total:,}", f"{records:,}",
+                         f"{client.budget.in_window():,}", f"{budget:,}" if budget else "none", quota,
+                         _duration(elapsed), _duration(left))
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 class SdkChatter(logging.Filter):

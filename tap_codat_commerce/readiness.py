@@ -6,7 +6,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from .codat.data_types import DataTypeStatus
-from .codat.http import CodatClient, RequestFailedError
+from .codat.http import CodatClient, CodatError
 from .codat.operations import UnknownCompanyError, data_status
 
 
@@ -31,12 +31,18 @@ class Readiness:
         self.enabled = enabled
         self._pending: dict[str, Future[dict[str, DataTypeStatus] | None] | None] = {}
         self._known: dict[str, dict[str, DataTypeStatus] | None] = {}
+        self.gone: set[str] = set()  # companies whose dataStatus answered 404 (deleted after being listed)
 
     def _load(self, company_id: str) -> dict[str, DataTypeStatus] | None:
         try:
             return {s.data_type: s for s in data_status(self.client, company_id)}
-        except (RequestFailedError, UnknownCompanyError):
-            return None  # not known: read, and let 404/409 answer
+        except UnknownCompanyError:
+            self.gone.add(company_id)
+            return None
+        except CodatError as exc:
+            if exc.whole_run:
+                raise
+            return None  # not known: read, and let the data requests answer (and fail the partition)
 
     def prefetch(self, company_id: str, priority: tuple[int, ...] = ()) -> None:
         if self.enabled and company_id not in self._pending and company_id not in self._known:
@@ -60,6 +66,7 @@ class Readiness:
         """A new sync: what dataStatus said before is stale."""
         for company_id in list(self._pending) + list(self._known):
             self.forget(company_id)
+        self.gone.clear()
 
     def forget(self, company_id: str) -> None:
         self._known.pop(company_id, None)

@@ -16,6 +16,7 @@ fetch-ahead threads too) to :meth:`RequestMetrics.observe`:
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from singer_sdk import metrics
@@ -69,7 +70,7 @@ class RequestMetrics:
                 counter.with_context(context)
             counter.increment()
 
-    def flush(self, stream: str, context: dict[str, Any] | None) -> None:
+    def flush(self, stream: str, context: Mapping[str, Any] | None) -> None:
         """Log and forget the counts of ``stream`` for ``context`` (all of the stream's if None)."""
         with self._lock:
             wanted = None if context is None else tuple(sorted((k, str(v)) for k, v in context.items()))

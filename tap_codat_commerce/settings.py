@@ -17,6 +17,8 @@ from .codat.http import MAX_PAGE_SIZE, is_loopback
 DEFAULT_BASE_URL = "https://api.codat.io"
 DEFAULT_PAGE_SIZE = 2000  # as fast as 5000 here, and 40% of the memory (see README, Performance)
 DEFAULT_CONCURRENCY = 16
+DEFAULT_REQUESTS_PER_MINUTE = 900  # under Codat's 1,000 per minute per IP, with room for the setup command
+DEFAULT_QUOTA_RESERVE = 200  # requests of the daily quota left to the client's other applications
 
 
 def settings_errors(config: Mapping[str, Any]) -> list[str]:
@@ -67,6 +69,14 @@ def settings_errors(config: Mapping[str, Any]) -> list[str]:
         except ValueError:
             errors.append(f"company_ids: {company_id!r} is not a company id (a UUID); give ids as a JSON array "
                           "or one string separated by commas or spaces")
+    for name in ("max_requests_per_minute", "quota_reserve", "max_failed_companies"):
+        value = config.get(name, 0)
+        if not _whole(value) or value < 0:
+            errors.append(f"{name}: {value!r} is not a whole number (0 or more)")
+    for name in ("throttle_wait", "progress_interval"):
+        value = config.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            errors.append(f"{name}: {value!r} is not a number of seconds (0 or more)")
     max_retries = config.get("max_retries", 8)
     if not _whole(max_retries) or max_retries < 1:
         errors.append(f"max_retries: {max_retries!r} is not a whole number of at least 1")

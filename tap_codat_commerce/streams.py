@@ -13,24 +13,23 @@ from singer_sdk import Tap
 from singer_sdk.helpers.types import Context
 from singer_sdk.singerlib.catalog import REPLICATION_INCREMENTAL
 
-from .changes import ChangeFilter
+from .changes import MARKER, ChangeFilter
 from .client import CodatStream, context_key
 from .codat.data_types import CommerceEndpoint
 from .codat.dates import parse_instant
 from .codat.http import CodatError, RequestFailedError
-from .codat.operations import refresh, wait_for_sync
+from .codat.operations import refresh, wait_for_sync, which_is_gone
 from .codat.paging import KeysetStream, PageStream, records_of
+from .failures import RecordError
 from .progress import TALLY
 from .readiness import Skipped
-from .state import IntervalStateWriter
-
-
-class RecordError(CodatError):
-    """A record the tap cannot emit correctly."""
-
 
 # Codat answers these on a data endpoint when there is nothing to read: skip, don't fail.
 UNAVAILABLE_STATUSES = (404, 409)
+# A list of companies on more pages than one is read again until two passes agree, at most this often.
+MAX_LIST_PASSES = 5
+# Up to this many companies, each one's start is logged; above it, a progress line every progress_interval.
+LOG_EACH_COMPANY_UP_TO = 20
 
 
 def shard_of(company_id: str, shard_count: int) -> int:
@@ -38,11 +37,18 @@ def shard_of(company_id: str, shard_count: int) -> int:
     return zlib.crc32(company_id.lower().encode()) % shard_count
 
 
+class NoCompanyError(CodatError):
+    """``company_ids`` names no company that exists: the run would read nothing."""
+
+    cause = "no company"
+
+
 class CompaniesStream(CodatStream):
     """Every company of the client (or the configured ``company_ids``), in this worker's shard."""
 
     name = "companies"
     primary_keys = ("id",)
+    companies_in_run = 0  # companies this run visits (after shards and events), once listed
 
     def open(self, context: Context | None) -> PageStream:
         return PageStream(self.client, "/companies", page_size=self.page_size)
@@ -50,24 +56,52 @@ class CompaniesStream(CodatStream):
     def _companies(self) -> Iterable[dict[str, Any]]:
         company_ids = self.config.get("company_ids")
         if not company_ids:
-            yield from records_of(self.open(None))
+            yield from self._listed_companies()
             return
+        found = 0
         for company_id in company_ids:
             try:
-                yield self.client.get_json(f"/companies/{company_id}")
+                company = self.client.get_json(f"/companies/{company_id}")
             except RequestFailedError as exc:
-                if exc.status != 404:
+                if exc.whole_run:
                     raise
-                self.logger.warning("Company %s not found (%s); skipping it", company_id, exc.codat_message)
+                if exc.status == 404:
+                    self.logger.warning("Company %s not found (%s); skipping it", company_id, exc.codat_message)
+                else:
+                    self.services.report.failed(company_id, None, self.name, exc)
+                continue
+            found += 1
+            yield company
+        if not found and not self.services.report.failures:
+            raise NoCompanyError(f"company_ids: none of the {len(company_ids)} companies exists for this API key "
+                                 "(nothing to read)")
+
+    def _listed_companies(self) -> list[dict[str, Any]]:
+        """Every company of the client. A list on one page is one answer; a longer one can shift
+        under page numbers while read (a company deleted after page 1 moves the next one up,
+        unseen), so it is read again until two passes list the same ids; the union is returned,
+        first-seen order (a company deleted meanwhile is then skipped by its 404)."""
+        companies: dict[str, dict[str, Any]] = {}
+        previous: set[str] | None = None
+        for _ in range(MAX_LIST_PASSES):
+            pages = list(self.open(None))
+            listed = [record for page in pages for record in page.results]
+            for record in listed:
+                companies.setdefault(record["id"], record)
+            ids = {record["id"] for record in listed}
+            if len(pages) <= 1 or ids == previous:
+                break
+            previous = ids
+        return list(companies.values())
 
     def read_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         # The root of the sync: its children run inline, so when this generator ends (or is
         # closed by a failure below it) the whole sync is over.
         self.readiness.forget_all()
-        writer = self._owner.state_writer
-        assert isinstance(writer, IntervalStateWriter)
+        writer = self.services.state_writer
         writer.restart()
         TALLY.reset()
+        self.services.report.reset()
         try:
             yield from self._companies_with_lookahead()
         finally:
@@ -76,29 +110,36 @@ class CompaniesStream(CodatStream):
                 stream.forget_prefetched()
             writer.flush(self.tap_state)  # what every record emitted so far has earned
             writer.every_call = True  # and the SDK's final STATE after this
-            self._owner.request_metrics.close()  # type: ignore[attr-defined]
+            self.services.request_metrics.close()
 
     def _companies_with_lookahead(self) -> Iterable[dict[str, Any]]:
         shard_count = int(self.config.get("shard_count", 1))
         shard_index = int(self.config.get("shard_index", 0))
-        only = self._owner.changes.companies  # type: ignore[attr-defined]
+        only = self.services.changes.companies
         mine = [c for c in self._companies() if shard_of(c["id"], shard_count) == shard_index
                 and (only is None or c["id"] in only)]
-        ranks = self._owner.company_rank  # type: ignore[attr-defined]
+        self.companies_in_run = len(mine)
+        ranks = self.services.company_rank
         ranks.clear()
         ranks.update((company["id"], position) for position, company in enumerate(mine))
         connections = next(s for s in self.child_streams if isinstance(s, ConnectionsStream))
+        report, progress = self.services.report, self.services.progress
+        progress.start(len(mine))
+        each = logging.INFO if len(mine) <= LOG_EACH_COMPANY_UP_TO else logging.DEBUG
         # The next companies' dataStatus, connection lists and first data pages are fetched
         # while this one is emitted; earlier companies' fetches always go first (priority),
         # and the client bounds the records fetched and not yet read.
         lookahead = 2 * self.client.max_concurrency
         for position, company in enumerate(mine):
-            self.logger.info("Company %d/%d: %s (%s)", position + 1, len(mine), company.get("name"), company["id"])
+            self.logger.log(each, "Company %d/%d: %s (%s)", position + 1, len(mine), company.get("name"),
+                            company["id"])
             for upcoming in mine[position:position + lookahead]:
                 self.readiness.prefetch(upcoming["id"], (ranks[upcoming["id"]],))
                 connections.prefetch({"companyId": upcoming["id"]})
                 connections.prefetch_children_if_listed({"companyId": upcoming["id"]})
-            yield company
+            yield company  # the SDK syncs its connections and their data types before asking for the next
+            report.company_finished(company["id"])
+            progress.company_done(position + 1, self.client)
 
     def _descendants(self) -> list[CodatStream]:
         found: list[CodatStream] = []
@@ -154,7 +195,12 @@ class ConnectionsStream(CodatStream):
         with self.failure_context(company_id):
             if self.config.get("refresh_before_read"):
                 self.refresh_and_wait(company_id)
-            yield from records_of(self.opened(context))
+            try:
+                yield from records_of(self.opened(context))
+            except RequestFailedError as exc:
+                if exc.status != 404:
+                    raise
+                self.services.report.gone(company_id, during="listing its connections")
 
     def refresh_and_wait(self, company_id: str) -> None:
         """Opt-in: queue a sync of the company's enabled data types and wait (bounded) for it."""
@@ -176,6 +222,8 @@ class ConnectionsStream(CodatStream):
 
     def child_contexts(self, record: dict[str, Any], context: Context | None) -> Iterable[Context | None]:
         child = self.get_child_context(record, context)
+        if child is not None and self.services.report.is_gone(child["companyId"], child["connectionId"]):
+            return
         if child is None:
             if record.get("status") == "PendingAuth":
                 self.logger.info("Company %s connection %s is not linked yet (PendingAuth); no data to read",
@@ -219,6 +267,8 @@ class CommerceStream(CodatStream):
 
     def open(self, context: Context | None) -> KeysetStream | Future[Any] | Skipped | None:
         assert context is not None
+        if self.services.report.is_gone(context["companyId"], context["connectionId"]):
+            return Skipped("deleted during the run", routine=True)
         skipped = self.readiness.skip(context["companyId"], self.endpoint.data_type) or self.unchanged(context)
         if skipped is not None:
             return skipped
@@ -257,7 +307,7 @@ class CommerceStream(CodatStream):
 
     def unchanged(self, context: Context) -> Skipped | None:
         """Skip without a request what Codat has not re-synced since the last read (see changes.py)."""
-        changes: ChangeFilter = self._owner.changes  # type: ignore[attr-defined]
+        changes = self.services.changes
         company_id = context["companyId"]
         status = self.readiness.status(company_id, self.endpoint.data_type)
         has_bookmark = self.endpoint.single_object or (
@@ -271,6 +321,9 @@ class CommerceStream(CodatStream):
         company_id, connection_id = context["companyId"], context["connectionId"]
         with self.failure_context(company_id, connection_id):
             source = self.opened(context)
+            if company_id in self.readiness.gone:
+                self.services.report.gone(company_id, during="reading its dataStatus")
+                return
             if isinstance(source, Skipped):
                 self.logger.log(logging.INFO if source.routine else logging.WARNING, "Skipping %s for company %s "
                                 "connection %s: %s", self.name, company_id, connection_id, source.reason)
@@ -288,8 +341,17 @@ class CommerceStream(CodatStream):
             except RequestFailedError as exc:
                 if exc.status not in UNAVAILABLE_STATUSES:
                     raise
+                gone = which_is_gone(self.client, company_id, connection_id) if exc.status == 404 else None
+                if gone is not None:
+                    self.services.report.gone(company_id, connection_id if gone == "connection" else None,
+                                              during=f"reading {self.name}")
+                    return
                 self.logger.warning("Skipping %s for company %s connection %s: %s (%s)", self.name,
                                     company_id, connection_id, exc.codat_message, exc.status)
+
+    def partition_failed(self, context: Context) -> None:
+        """The dataStatus marker goes, so that ``skip_unchanged`` cannot skip the next read."""
+        self.get_context_state(context).pop(MARKER, None)
 
     def post_process(self, row: dict[str, Any], context: Context | None = None) -> dict[str, Any] | None:
         assert context is not None

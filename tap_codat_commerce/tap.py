@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
+import json
 import logging
 import os
 import signal
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 import click
 import jsonschema
@@ -26,18 +27,28 @@ from singer_sdk.singerlib import Schema
 from singer_sdk.tap_base import CliTestOptionValue
 
 from .changes import ChangeFilter, load_events
+from .client import TapServices
 from .codat.data_types import COMMERCE_ENDPOINTS
-from .codat.http import MAX_PAGE_SIZE, CodatClient, CodatError, RetryPolicy
+from .codat.http import MAX_PAGE_SIZE, CodatClient, CodatError, QuotaReserveReachedError, RetryPolicy
 from .connection_test import run_connection_test
+from .failures import (
+    DEFAULT_MAX_FAILED_COMPANIES,
+    EXIT_FAILED,
+    EXIT_QUOTA_RESERVE,
+    EXIT_WITH_FAILURES,
+    RunReport,
+)
 from .normalise import UNDECLARED, declare_undeclared
-from .output import OrjsonWriter
-from .progress import quiet_sdk_logs
+from .output import OrjsonWriter, OutputError
+from .progress import Progress, quiet_sdk_logs
 from .readiness import Readiness
 from .request_metrics import RequestMetrics
 from .settings import (
     DEFAULT_BASE_URL,
     DEFAULT_CONCURRENCY,
     DEFAULT_PAGE_SIZE,
+    DEFAULT_QUOTA_RESERVE,
+    DEFAULT_REQUESTS_PER_MINUTE,
     SettingsError,
     company_id_list,
     gather_settings,
@@ -83,6 +94,29 @@ class _NullBookmarkNotice(logging.Filter):
 
 
 logging.getLogger("singer_sdk").addFilter(_NullBookmarkNotice())
+
+
+class FinishedWithFailuresError(CodatError):
+    """The sync read everything it could; some partitions failed (the report's summary says which)."""
+
+    cause = "finished, with failures"
+
+
+class NothingSelectedError(CodatError):
+    """The catalog selects no stream this tap has: the run would read nothing."""
+
+    cause = "nothing selected"
+
+
+def _exit_now(code: int) -> None:
+    """Exit with ``code`` at once, once stderr (and stdout, if it still can be) are flushed.
+    Fetch-ahead threads are not waited for (a request in flight must not hold up a stopping
+    run), and a stdout that cannot be written is not flushed again by the interpreter."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 class Terminated(BaseException):
@@ -136,7 +170,28 @@ class TapCodatCommerce(Tap):
                     description="Longest Retry-After the tap sleeps through; a longer one (daily quota "
                                 "spent) stops the sync with a clear error."),
         th.Property("request_timeout", th.NumberType, default=120, title="Request timeout (s)",
-                    description="Seconds to wait for one response before retrying."),
+                    description="Seconds one whole response may take (connecting, headers and body) before it "
+                                "is cut off and retried."),
+        th.Property("max_requests_per_minute", th.IntegerType, default=DEFAULT_REQUESTS_PER_MINUTE,
+                    title="Max requests per minute",
+                    description="Every request the tap sends (retries, dataStatus and listings included), across "
+                                "all threads, over any 60 seconds. Codat blocks an IP above 1,000 a minute: "
+                                "workers behind one egress IP split it (4 workers: 225 each). 0 = no limit."),
+        th.Property("quota_reserve", th.IntegerType, default=DEFAULT_QUOTA_RESERVE, title="Quota reserve",
+                    description="Stop cleanly (STATE written, exit code 4) once Codat's X-Rate-Limit-Remaining "
+                                "says fewer requests than this are left of the client's daily quota, leaving "
+                                "them to the client's other applications. 0 = spend it all."),
+        th.Property("throttle_wait", th.NumberType, default=900, title="Throttle wait (s)",
+                    description="How long one request keeps waiting out 429s (Retry-After, else backoff from 1 s "
+                                "to 60 s) before it fails; Codat's own SDKs wait up to an hour."),
+        th.Property("max_failed_companies", th.IntegerType, default=DEFAULT_MAX_FAILED_COMPANIES,
+                    title="Max failed companies in a row",
+                    description="Stop the run (the circuit breaker) when this many companies in a row fail "
+                                "wholly for the same cause: then it is not theirs (an IP block, a key without "
+                                "access). Fewer failures stay with their company. 0 = never stop."),
+        th.Property("progress_interval", th.NumberType, default=30, title="Progress interval (s)",
+                    description="Log a progress line (companies done, records, requests against the budget, "
+                                "time left) at most this often; 0 = never."),
         th.Property("state_interval", th.NumberType, default=DEFAULT_STATE_INTERVAL, title="STATE interval (s)",
                     description="Write a STATE at most every this many seconds (and when the sync ends or "
                                 "fails); 0 writes one after every connection and data type, as the SDK does. "
@@ -165,6 +220,7 @@ class TapCodatCommerce(Tap):
     def __init__(self, *, config: Any = None, parse_env_config: bool = False, validate_config: bool = True,
                  **kwargs: Any) -> None:
         self.company_rank: dict[str, int] = {}  # company id → its place in the sync (fetch-ahead priority)
+        self.companies_in_run = 0
         if isinstance(config, Mapping):
             config = dict(config)
             if parse_env_config:  # as the SDK does: the environment wins over the dict
@@ -203,7 +259,11 @@ class TapCodatCommerce(Tap):
         signal.signal(signum, signal.SIG_IGN)  # a second signal does not interrupt the shutdown
         try:
             self.state_writer.flush(self.state)  # now, whatever the interval
+        except OutputError:
+            pass  # the target is gone: nothing more can reach it
         finally:
+            if "client" in self.__dict__:
+                self.client.abort()  # requests in flight end now, not when the server answers
             raise Terminated(signum)
 
     @cached_property
@@ -251,12 +311,25 @@ class TapCodatCommerce(Tap):
         return CodatClient(
             config.get("base_url") or DEFAULT_BASE_URL,
             config.get("api_key") or "",
-            retry=RetryPolicy(max_tries=max_tries, max_retry_after=float(config.get("max_retry_after", 300))),
+            retry=RetryPolicy(max_tries=max_tries, max_retry_after=float(config.get("max_retry_after", 300)),
+                              throttle_wait=float(config.get("throttle_wait", 900))),
             timeout=float(config.get("request_timeout", 120)),
             max_concurrency=int(config.get("max_concurrency", DEFAULT_CONCURRENCY)),
             user_agent=f"{self.name}/{self.plugin_version}",
             observer=self.request_metrics.observe,
+            requests_per_minute=int(config.get("max_requests_per_minute", DEFAULT_REQUESTS_PER_MINUTE)),
+            quota_reserve=int(config.get("quota_reserve", DEFAULT_QUOTA_RESERVE)),
         )
+
+    @cached_property
+    def report(self) -> RunReport:
+        """This run's failed partitions, gone companies and circuit breaker (see failures.py)."""
+        return RunReport(self.logger, max_failed_companies=int(self.config.get(
+            "max_failed_companies", DEFAULT_MAX_FAILED_COMPANIES)))
+
+    @cached_property
+    def progress(self) -> Progress:
+        return Progress(self.logger, float(self.config.get("progress_interval", 30)))
 
     @property
     def state_writer(self) -> IntervalStateWriter:  # type: ignore[override]
@@ -282,6 +355,31 @@ class TapCodatCommerce(Tap):
     @cached_property
     def readiness(self) -> Readiness:
         return Readiness(self.client, enabled=bool(self.config.get("check_data_status", True)))
+
+    def run_sync(self) -> None:
+        """The SDK's :meth:`sync_all` of every selected stream; then, if partitions failed, the
+        report's summary and FinishedWithFailuresError. Raises NothingSelectedError when the
+        catalog selects no stream of this tap, before any request."""
+        if not any(stream.selected or stream.has_selected_descendents for stream in self.streams.values()):
+            named = sorted(entry.tap_stream_id for entry in self.input_catalog.streams) if self.input_catalog else []
+            raise NothingSelectedError(
+                f"the catalog selects no stream this tap has (it names: {', '.join(named) or 'none'}; this tap has: "
+                f"{', '.join(self.streams)})")
+        try:
+            self.sync_all()
+        except CodatError:
+            self._log_summary(error=False)
+            raise
+        if self.report.failures:
+            last = self._log_summary(error=True)[-1]
+            raise FinishedWithFailuresError(last)
+
+    def _log_summary(self, *, error: bool) -> list[str]:
+        companies = self.streams["companies"]
+        lines = self.report.summary(getattr(companies, "companies_in_run", 0))
+        for line in lines[:-1] if error else lines:
+            self.logger.warning("%s", line)
+        return lines
 
     def discover_streams(self) -> list[Stream]:
         return [
@@ -310,24 +408,42 @@ class TapCodatCommerce(Tap):
         # collection walks them (measured: ~10% less CPU per record than the default 700).
         gc.set_threshold(100_000, 50, 100)
         try:
-            super().invoke(*args, **kwargs)
+            cls._invoke_sync(*args, **kwargs)
         except ConfigValidationError as exc:
             cls.report_bad_settings(exc)
-            sys.exit(1)
+            sys.exit(EXIT_FAILED)
+        except FinishedWithFailuresError as exc:
+            cls.logger.error("%s", exc)
+            _exit_now(EXIT_WITH_FAILURES)
+        except QuotaReserveReachedError as exc:
+            cls.logger.error("Sync stopped: %s; the last STATE written is where to resume", exc.located())
+            _exit_now(EXIT_QUOTA_RESERVE)
         except CodatError as exc:
-            cls.logger.error("Sync failed: %s", exc)
-            sys.exit(1)
+            cls.logger.error("Sync failed: %s", exc.located())
+            _exit_now(EXIT_FAILED)
         except Terminated as exc:
             name = signal.Signals(exc.signum).name
             cls.logger.error("Sync stopped by %s before it finished; the last STATE written is where to resume",
                              name)
-            sys.stdout.flush()
-            sys.exit(128 + exc.signum)
-        except BrokenPipeError:
-            # Python must not flush into the closed pipe again on exit
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            cls.logger.error("Sync stopped: whatever reads stdout (the target) closed it before the end")
-            sys.exit(1)
+            _exit_now(128 + exc.signum)
+        except (OutputError, BrokenPipeError) as exc:
+            message = str(exc) if isinstance(exc, OutputError) else (
+                "Sync stopped: whatever reads stdout (the target) closed it before the end")
+            cls.logger.error("%s", message)
+            _exit_now(EXIT_FAILED)
+
+    @classmethod
+    def _invoke_sync(cls, *, about: bool = False, about_format: str | None = None,
+                     config: CommandLineSettings | None = None, state: IO[str] | None = None,
+                     catalog: IO[str] | None = None) -> None:
+        """The SDK's ``Tap.invoke`` (``--about``, or build the tap and sync), syncing with :meth:`run_sync`."""
+        super(Tap, cls).invoke(about=about, about_format=about_format)
+        cls.print_version(print_fn=cls.logger.info)
+        config = config or CommandLineSettings()
+        tap = cls(config=config.config, state=None if state is None else json.loads(state.read()),
+                  catalog=None if catalog is None else json.loads(catalog.read()),
+                  parse_env_config=config.parse_env, validate_config=True)
+        tap.run_sync()
 
     @classmethod
     def report_bad_settings(cls, exc: ConfigValidationError) -> None:
@@ -378,6 +494,10 @@ class TapCodatCommerce(Tap):
                                "record of each data type; say what passed, exit 1 on failure. "
                                "--test=schema prints the SCHEMA messages.")
         return command
+
+
+def _provides_services(tap: TapCodatCommerce) -> TapServices:
+    return tap  # mypy checks here that the tap gives the streams what TapServices names
 
 
 if __name__ == "__main__":

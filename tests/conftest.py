@@ -164,7 +164,8 @@ def meltano_env(sandbox: Sandbox, **variables: str) -> dict[str, str]:
 
 
 def tap_config(sandbox: Sandbox, **extra: Any) -> dict[str, Any]:
-    return {"api_key": sandbox.api_key, "base_url": sandbox.base_url, "max_retry_after": 30, **extra}
+    return {"api_key": sandbox.api_key, "base_url": sandbox.base_url, "max_retry_after": 30,
+            "max_requests_per_minute": 0, "quota_reserve": 0, **extra}
 
 
 @dataclass

@@ -1,4 +1,10 @@
-"""Codat over HTTP: auth, retries, rate limits, one-line errors and a bounded fetch-ahead pool.
+"""Codat over HTTP: auth, retries, Codat's limits, one-line errors and a bounded fetch-ahead pool.
+
+Every attempt takes a place in one :class:`~.budget.RequestBudget` (``max_requests_per_minute``
+over any 60 s, all threads), runs under a whole-response deadline (:mod:`.deadline`), and is
+retried on 408/429/5xx, timeouts and dropped connections. A 429 holds every thread for its
+wait; without ``Retry-After`` it is waited out with backoff for up to ``throttle_wait`` seconds.
+Each response's ``X-Rate-Limit-Remaining`` is checked against ``quota_reserve``.
 
 The tap's streams and the setup command both build on :class:`CodatClient`; this module
 (like all of :mod:`tap_codat_commerce.codat`) imports nothing from singer-sdk.
@@ -26,6 +32,23 @@ from urllib.parse import urlsplit
 
 import msgspec
 import requests
+import urllib3.exceptions
+
+from .budget import RequestBudget
+from .deadline import Watchdog, WatchedAdapter
+from .errors import (
+    AuthError,
+    CancelledError,
+    CodatError,
+    ForbiddenError,
+    InvalidJSONError,
+    MaintenanceError,
+    QuotaExhaustedError,
+    QuotaReserveReachedError,
+    RequestFailedError,
+    UnreachableError,
+    company_of,
+)
 
 logger = logging.getLogger("tap_codat_commerce.codat")
 
@@ -36,27 +59,6 @@ MAX_PAGE_SIZE = 5000
 # Records fetched ahead and not yet read, at most (a page always may be): 6 pages of 2000
 # orders, whatever max_concurrency and page_size are, so memory does not grow with them.
 UNREAD_RECORDS = 12_000
-
-
-class CodatError(Exception):
-    """A failure the tap reports as one line and a non-zero exit."""
-
-
-class AuthError(CodatError):
-    """401/403: the key is wrong, revoked or not allowed here."""
-
-
-class QuotaExhaustedError(CodatError):
-    """Codat asked us to wait longer than ``max_retry_after``."""
-
-
-class RequestFailedError(CodatError):
-    """A request that failed for good (after retries, or a 4xx that retrying won't fix)."""
-
-    def __init__(self, message: str, status: int | None = None, codat_message: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.codat_message = codat_message
 
 
 # A JSON number literal of at most this many characters (with a fraction or an exponent)
@@ -74,10 +76,6 @@ def _number(text: str, _float: Callable[[str], float] = float, _decimal: type[De
 
 
 _decoder = msgspec.json.Decoder(float_hook=_number)
-
-
-class InvalidJSONError(ValueError):
-    """A body that no JSON parser accepts (truncated, or not JSON at all)."""
 
 
 def decode_json(content: bytes | str) -> Any:
@@ -167,34 +165,80 @@ def codat_message(response: requests.Response) -> str:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Codat's published policy: exponential backoff from 0.5 s, factor 1.5, capped at 60 s."""
+    """Codat's published policy: exponential backoff from 0.5 s, factor 1.5, capped at 60 s.
+
+    ``max_tries`` bounds attempts for 408/5xx, timeouts, dropped connections and bodies that
+    are not JSON. 429s do not count toward it: they are waited out (``Retry-After``, else
+    backoff from 1 s doubling to 60 s) for up to ``throttle_wait`` seconds in all, as Codat's
+    own SDKs do for up to an hour. A ``Retry-After`` beyond ``max_retry_after`` seconds is
+    not slept through.
+    """
 
     max_tries: int = 8
     initial_wait: float = 0.5
     factor: float = 1.5
     max_wait: float = 60.0
     max_retry_after: float = 300.0
+    throttle_wait: float = 900.0
 
     def backoff(self, attempt: int) -> float:
         base = min(self.initial_wait * self.factor ** (attempt - 1), self.max_wait)
         return base * random.uniform(0.8, 1.2)
 
+    def throttle_backoff(self, throttles: int) -> float:
+        """The wait after the ``throttles``-th 429 in a row that named no Retry-After (1 s, 2 s, … 60 s)."""
+        return min(2.0 ** (throttles - 1), self.max_wait) * random.uniform(0.9, 1.1)
+
+
+def _connect_failed(exc: BaseException) -> bool:
+    """Did ``exc`` come from opening the connection (refused, DNS, connect timeout)?"""
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            return False
+        if isinstance(seen, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError |
+                      requests.exceptions.ConnectTimeout):
+            return True
+        reason = getattr(seen, "reason", None)
+        inner = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
+        seen = reason if isinstance(reason, BaseException) else inner or seen.__context__
+    return False
+
+
+def _remaining(response: requests.Response) -> int | None:
+    try:
+        return int(response.headers.get("X-Rate-Limit-Remaining", ""))
+    except ValueError:
+        return None
+
 
 class CodatClient:
-    """One HTTP client for the Codat API: thread-safe, bounded per company, retrying."""
+    """One HTTP client for the Codat API: thread-safe, bounded per company, paced, retrying."""
 
     def __init__(self, base_url: str, api_key: str, *, retry: RetryPolicy | None = None,
                  timeout: float = 120.0, max_concurrency: int = 1, user_agent: str = "tap-codat-commerce",
-                 observer: RequestObserver | None = None) -> None:
-        """``observer``, when given, is called with a :class:`RequestTiming` after every HTTP
-        attempt (retries included), on whichever thread made it; it must be thread-safe and
-        quick, and an exception it raises is logged and ignored."""
+                 observer: RequestObserver | None = None, requests_per_minute: int = 0,
+                 quota_reserve: int = 0) -> None:
+        """``timeout`` bounds each whole response (connect, headers and body) in seconds.
+        ``requests_per_minute`` (0: no limit) caps every attempt over any 60 s, all threads;
+        ``quota_reserve`` (0: off) stops the run (QuotaReserveReachedError) once a response says
+        fewer requests than that are left of Codat's daily quota. ``observer``, when given, is
+        called with a :class:`RequestTiming` after every HTTP attempt (retries included), on
+        whichever thread made it; it must be thread-safe and quick, and an exception it raises
+        is logged and ignored."""
         self.base_url = base_url.rstrip("/")
         self.host = urlsplit(self.base_url).netloc or self.base_url  # named in connection errors
         self.observer = observer
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self.max_concurrency = max(1, max_concurrency)
+        self.budget = RequestBudget(requests_per_minute)
+        self.quota_reserve = max(0, quota_reserve)
+        self.quota_remaining: int | None = None  # X-Rate-Limit-Remaining of the latest response
+        self.sent = 0  # HTTP attempts made
+        self.throttled = 0  # 429s met
+        self._watchdog = Watchdog()
+        self._count_lock = threading.Lock()
         self._headers = {"Authorization": auth_header(api_key), "Accept": "application/json",
                          "User-Agent": user_agent}
         self._local = threading.local()
@@ -213,6 +257,9 @@ class CodatClient:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
+            adapter = WatchedAdapter()
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
             session.headers.update(self._headers)
             self._local.session = session
         return session
@@ -224,8 +271,9 @@ class CodatClient:
         return self._pool
 
     def cancel_pending(self) -> None:
-        """End everything started so far (the sync that wanted it is over, or failed): queued
-        fetches are dropped, running ones stop at their next retry. The client stays usable."""
+        """End everything started so far (the sync that wanted it is over, or failed, or the
+        run is stopping): queued fetches are dropped, waits end, and requests in flight are cut
+        off at once. The client stays usable."""
         with self._slots_lock:
             queued, self._queued = self._queued, []
             stop, self._stop = self._stop, threading.Event()
@@ -233,68 +281,136 @@ class CodatClient:
             self._heavy_unread = {}
             pool, self._pool = self._pool, None
         stop.set()
+        self._watchdog.abort()
         for item in queued:
             item.future.cancel()
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
 
     def _slot(self, path: str) -> threading.BoundedSemaphore | None:
-        parts = path.split("/")
-        if len(parts) < 3 or parts[1] != "companies":
+        company_id = company_of(path)
+        if company_id is None:
             return None
         with self._slots_lock:
-            slot = self._company_slots.get(parts[2])
+            slot = self._company_slots.get(company_id)
             if slot is None:
-                slot = self._company_slots[parts[2]] = threading.BoundedSemaphore(CODAT_CONCURRENCY_PER_COMPANY)
+                slot = self._company_slots[company_id] = threading.BoundedSemaphore(CODAT_CONCURRENCY_PER_COMPANY)
             return slot
 
     # --- requests ---------------------------------------------------------------------------
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                 json: Any = None) -> requests.Response:
-        """Send one request, retrying 408/429/5xx, timeouts and broken connections.
+        """Send one request (see the module's text for pacing, deadlines and retries).
 
-        Raises AuthError for 401/403, QuotaExhaustedError when Retry-After exceeds the cap,
-        RequestFailedError for any other 4xx or once the retries are spent.
+        Raises AuthError (401), ForbiddenError (403), QuotaExhaustedError (the client's daily
+        quota: a 429 whose Retry-After is beyond ``max_retry_after``), MaintenanceError (the same
+        on a 503), QuotaReserveReachedError, UnreachableError (no connection could be opened,
+        after retries), CancelledError (the run is stopping), and RequestFailedError for any
+        other 4xx, once the retries are spent, or once ``throttle_wait`` is used up.
         """
         url = self.base_url + path
         what = f"{method} {path}"
         slot = self._slot(path)
         stop = self._stop
-        for attempt in range(1, self.retry.max_tries + 1):
+        tries = 0  # attempts that count toward max_tries (429s do not)
+        throttles, throttled_since = 0, 0.0
+        while True:
+            self.budget.acquire(stop)
+            with self._count_lock:
+                self.sent += 1
             wait: float | None = None
+            status: int | None = None
             started = time.perf_counter()
             try:
-                with slot or contextlib.nullcontext():
+                with slot or contextlib.nullcontext(), self._watchdog.watch(self.timeout) as watch:
                     response = self.session.request(method, url, params=params, json=json, timeout=self.timeout)
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                     requests.exceptions.ContentDecodingError) as exc:
-                problem = f"{type(exc).__name__.replace('Error', ' error').strip()} reaching {self.host}"
                 self._observe(method, path, None, started)
+                if stop.is_set():
+                    raise CancelledError(f"{what}: cancelled, the run is stopping") from None
+                if watch.expired:
+                    cause, problem = "timeout", f"no whole response within {self.timeout:g} s from {self.host}"
+                elif _connect_failed(exc):
+                    cause, problem = "unreachable", f"cannot connect to {self.host}"
+                elif isinstance(exc, requests.Timeout):
+                    cause, problem = "timeout", f"no answer within {self.timeout:g} s from {self.host}"
+                else:
+                    cause, problem = "dropped connection", f"connection dropped by {self.host}"
             else:
                 status = response.status_code
                 self._observe(method, path, status, started)
+                self._check_reserve(response)
                 if status < 400:
                     return response
-                if status in (401, 403):
-                    raise AuthError(
-                        f"Codat refused the API key ({status} {codat_message(response)}) on {what}; "
-                        "check api_key") from None
+                message = codat_message(response)
+                if status == 401:
+                    raise AuthError(f"Codat refused the API key (401 {message}) on {what}; check api_key") from None
+                if status == 403:
+                    raise ForbiddenError(f"{what}: 403 {message} (the key may not read this)", status, message,
+                                         path=path)
                 if status not in RETRY_STATUSES:
-                    message = codat_message(response)
-                    raise RequestFailedError(f"{what} failed: {status} {message}", status, message)
-                problem = f"{status} {codat_message(response)}"
+                    raise RequestFailedError(f"{what} failed: {status} {message}", status, message, path=path)
                 wait = parse_retry_after(response.headers.get("Retry-After"))
-                if wait is not None and wait > self.retry.max_retry_after:
-                    raise QuotaExhaustedError(
-                        f"Codat rate limit on {what}: Retry-After is {wait:.0f} s, over max_retry_after="
-                        f"{self.retry.max_retry_after:.0f} s (daily quota spent?); stopping instead of sleeping")
-            if attempt == self.retry.max_tries:
-                raise RequestFailedError(f"{what} failed after {attempt} tries: {problem}")
-            delay = wait if wait is not None else self.retry.backoff(attempt)
-            logger.warning("%s: %s; retry %d/%d in %.1f s", what, problem, attempt,
-                           self.retry.max_tries - 1, delay)
+                if status == 429:
+                    throttles += 1
+                    with self._count_lock:
+                        self.throttled += 1
+                    throttled_since = throttled_since or time.monotonic()
+                    wait = self._throttle_wait(what, path, response, wait, throttles=throttles, since=throttled_since)
+                    self.budget.hold(wait)
+                    logger.warning("%s: 429 %s; waiting %.1f s (all requests)", what, message, wait)
+                    self._pause(wait, stop)
+                    continue
+                if status == 503 and wait is not None and wait > self.retry.max_retry_after:
+                    raise MaintenanceError(f"Codat is unavailable (503 {message}) on {what}: Retry-After is "
+                                           f"{wait:.0f} s, over max_retry_after={self.retry.max_retry_after:.0f} s "
+                                           "(maintenance?); stopping instead of sleeping")
+                cause, problem = ("timeout" if status == 408 else "5xx"), f"{status} {message}"
+            tries += 1
+            if tries >= self.retry.max_tries:
+                if cause == "unreachable":
+                    raise UnreachableError(f"{what} failed after {tries} tries: {problem}", path=path)
+                raise RequestFailedError(f"{what} failed after {tries} tries: {problem}", status, path=path,
+                                         cause=cause)
+            delay = wait if wait is not None and wait <= self.retry.max_retry_after else self.retry.backoff(tries)
+            logger.warning("%s: %s; retry %d/%d in %.1f s", what, problem, tries, self.retry.max_tries - 1, delay)
             self._pause(delay, stop)
-        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _throttle_wait(self, what: str, path: str, response: requests.Response, retry_after: float | None, *,
+                       throttles: int, since: float) -> float:
+        """How long to wait after a 429, or the error that ends the request."""
+        if retry_after is not None and retry_after > self.retry.max_retry_after:
+            remaining = _remaining(response)
+            if company_of(path) is not None and remaining is not None and remaining > 0:
+                # The client's quota has room: this company's own daily budget is spent.
+                raise RequestFailedError(
+                    f"{what}: 429, this company's daily request budget is spent (Retry-After {retry_after:.0f} s)",
+                    429, codat_message(response), path=path, cause="company quota")
+            raise QuotaExhaustedError(
+                f"Codat rate limit on {what}: Retry-After is {retry_after:.0f} s, over max_retry_after="
+                f"{self.retry.max_retry_after:.0f} s (the client's daily quota is spent); stopping instead of sleeping")
+        wait = retry_after if retry_after is not None else self.retry.throttle_backoff(throttles)
+        if time.monotonic() - since + wait > self.retry.throttle_wait:
+            raise RequestFailedError(
+                f"{what}: still throttled (429) after {time.monotonic() - since:.0f} s, over throttle_wait="
+                f"{self.retry.throttle_wait:.0f} s", 429, codat_message(response), path=path, cause="429")
+        return wait
+
+    def _check_reserve(self, response: requests.Response) -> None:
+        remaining = _remaining(response)
+        if remaining is None:
+            return
+        self.quota_remaining = remaining
+        if remaining < self.quota_reserve:
+            reset = response.headers.get("X-Rate-Limit-Reset") or "midnight UTC"
+            raise QuotaReserveReachedError(
+                f"Codat's daily quota has {remaining:,} requests left, below quota_reserve={self.quota_reserve:,}; "
+                f"stopping so that the client's other applications keep them (the quota resets {reset})")
+
+    def abort(self) -> None:
+        """The run is stopping now: end every wait and cut off every request in flight."""
+        self.cancel_pending()
 
     def _observe(self, method: str, path: str, status: int | None, started: float) -> None:
         if self.observer is None:
@@ -308,7 +424,7 @@ class CodatClient:
     def _pause(self, seconds: float, stop: threading.Event) -> None:
         """Sleep before a retry, unless what asked for the request has been cancelled."""
         if stop.wait(seconds):
-            raise RequestFailedError("cancelled: the sync that asked for it has ended")
+            raise CancelledError("cancelled: the sync that asked for it has ended")
 
     def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
         """GET and parse JSON; a truncated or malformed body is retried like a dropped connection."""
@@ -319,8 +435,8 @@ class CodatClient:
                 return decode_json(response.content)
             except InvalidJSONError:
                 if attempt == self.retry.max_tries:
-                    raise RequestFailedError(f"GET {path} failed after {attempt} tries: the body is not valid JSON") \
-                        from None
+                    raise RequestFailedError(f"GET {path} failed after {attempt} tries: the body is not valid JSON",
+                                             path=path, cause="invalid JSON") from None
                 logger.warning("GET %s: body is not valid JSON; retry %d/%d", path, attempt,
                                self.retry.max_tries - 1)
                 self._pause(self.retry.backoff(attempt), stop)
@@ -423,3 +539,9 @@ def is_loopback(url: str) -> bool:
     """True for http://localhost, 127.x.x.x and [::1] (the sandbox): plain http is allowed there."""
     host = (urlsplit(url).hostname or "").lower()
     return host in ("localhost", "::1") or host.startswith("127.")
+
+
+__all__ = ["MAX_PAGE_SIZE", "AuthError", "CancelledError", "CodatClient", "CodatError", "ForbiddenError",
+           "InvalidJSONError", "MaintenanceError", "QuotaExhaustedError", "QuotaReserveReachedError",
+           "RequestFailedError", "RequestTiming", "RetryPolicy", "UnreachableError", "auth_header", "decode_json",
+           "endpoint_template", "is_loopback", "parse_retry_after"]

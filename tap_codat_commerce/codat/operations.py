@@ -79,6 +79,25 @@ def commerce_connections(client: CodatClient, company_id: str) -> list[dict[str,
     return [c for c in connections if c.get("sourceType") == "Commerce"]
 
 
+def which_is_gone(client: CodatClient, company_id: str, connection_id: str) -> str | None:
+    """After a 404 on a connection's data: ``"company"`` or ``"connection"`` when that one no longer
+    exists (deleted after it was listed), None when both do (the 404 was about the data) or the
+    check itself failed."""
+    for what, path in (("connection", f"/companies/{company_id}/connections/{connection_id}"),
+                       ("company", f"/companies/{company_id}")):
+        try:
+            client.get_json(path)
+        except RequestFailedError as exc:
+            if exc.status != 404:
+                return None
+            if what == "connection":
+                continue  # is the company gone too?
+            return "company"
+        else:
+            return None if what == "connection" else "connection"
+    return None
+
+
 def data_status(client: CodatClient, company_id: str) -> list[DataTypeStatus]:
     """Per commerce data type (in ``COMMERCE_DATA_TYPES`` order): status, last successful
     sync, and whether it can be read now. Raises UnknownCompanyError on 404."""
