@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import pytest
 
@@ -59,23 +60,29 @@ def test_a_storm_of_transient_faults_loses_nothing(start_sandbox):
 
 
 # 2. permanent faults ------------------------------------------------------------------------------
-@pytest.mark.parametrize(("script", "expected"), [
-    ({"status": 500, "count": 10_000, "path": "/data/commerce-payments"}, "failed after 3 tries: 500"),
+@pytest.mark.parametrize(("script", "expected", "exit_code"), [
+    # the payments of every connection fail: each is that partition's failure, the rest is read
+    ({"status": 500, "count": 10_000, "path": "/data/commerce-payments"}, "failed after 3 tries: 500", 3),
     ({"status": 200, "body": '{"results": [{"id": "x"', "count": 10_000, "path": "/data/commerce-payments"},
-     "not valid JSON"),
-    ({"status": 401, "count": 10_000, "path": "/data/commerce-payments"}, "refused the API key (401"),
+     "not valid JSON", 3),
+    ({"status": 401, "count": 10_000, "path": "/data/commerce-payments"}, "refused the API key (401", 1),
 ])
-def test_permanent_faults_stop_cleanly_and_the_last_state_resumes(start_sandbox, tmp_path, script, expected):
+def test_permanent_faults_stop_cleanly_and_the_last_state_resumes(start_sandbox, tmp_path, script, expected,
+                                                                   exit_code):
     sandbox = start_sandbox(companies=3, orders=150, api_key=SECRET)
     api = Api(sandbox)
     truth = truth_keys(api)
     api.faults(script={"after": 0, **script})
     config = write_json(tmp_path, "config.json", tap_config(sandbox, max_retries=3, page_size=50))
     failed = run_cli(["--config", config], env={**os.environ, "LOGLEVEL": "DEBUG"})
-    assert failed.returncode == 1
+    assert failed.returncode == exit_code
     errors = error_lines(failed.stderr)
-    assert len(errors) == 1 and expected in errors[0] and "Traceback" not in failed.stderr
-    assert "payments (company" in errors[0] and ", connection " in errors[0]
+    assert len(errors) == 1 and "Traceback" not in failed.stderr
+    named = errors[0] if exit_code == 1 else next(line for line in failed.stderr.splitlines()
+                                                  if expected in line and "payments (company" in line)
+    assert expected in named and "payments (company" in named and ", connection " in named
+    if exit_code == 3:
+        assert "Sync finished, with failures" in errors[0]
     assert_no_secret(failed.stdout, failed.stderr)
     state = last_state(failed.messages)
     assert state is not None and "bookmarks" in state
@@ -181,16 +188,19 @@ def test_a_value_that_cannot_be_its_type_becomes_null_with_one_warning(caplog):
     assert len([r for r in caplog.records if "payments.amount" in r.getMessage()]) == 1
 
 
-def test_a_record_without_an_id_stops_with_a_clear_line(start_sandbox, tmp_path):
+def test_a_record_without_an_id_fails_its_partition_with_a_clear_line(start_sandbox, tmp_path):
     sandbox = start_sandbox(companies=1, orders=10)
     api = Api(sandbox)
     api.faults(script={"status": 200, "count": 100, "path": "/data/commerce-orders",
                        "body": '{"results": [{"id": null, "modifiedDate": "2025-01-01T00:00:00Z"}], '
                                '"pageNumber": 1, "pageSize": 2000, "totalResults": 1, "_links": {}}'})
     result = run_cli(["--config", write_json(tmp_path, "c.json", tap_config(sandbox))])
-    assert result.returncode == 1
+    assert result.returncode == 3
     errors = error_lines(result.stderr)
-    assert len(errors) == 1 and "orders (company" in errors[0] and "without an id" in errors[0]
+    assert len(errors) == 1 and "Sync finished, with failures: 1 partition" in errors[0]
+    named = [line for line in result.stderr.splitlines() if "without an id" in line]
+    assert named and all("orders (company" in line and ", connection " in line for line in named)
+    assert Counter(m["stream"] for m in result.messages if m["type"] == "RECORD")["payments"] > 0
 
 
 def test_slow_but_within_timeout_is_just_slow(start_sandbox):

@@ -332,7 +332,7 @@ class CodatClient:
                 if watch.expired:
                     cause, problem = "timeout", f"no whole response within {self.timeout:g} s from {self.host}"
                 elif _connect_failed(exc):
-                    cause, problem = "unreachable", f"cannot connect to {self.host}"
+                    cause, problem = "unreachable", f"connection error reaching {self.host} (cannot connect)"
                 elif isinstance(exc, requests.Timeout):
                     cause, problem = "timeout", f"no answer within {self.timeout:g} s from {self.host}"
                 else:
@@ -340,8 +340,8 @@ class CodatClient:
             else:
                 status = response.status_code
                 self._observe(method, path, status, started)
-                self._check_reserve(response)
                 if status < 400:
+                    self._check_reserve(response)
                     return response
                 message = codat_message(response)
                 if status == 401:
