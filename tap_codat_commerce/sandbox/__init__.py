@@ -52,6 +52,7 @@ class Sandbox:
 
     def stop(self) -> None:
         self._stopped.set()
+        self.app.stopping.set()
         self.server.shutdown()
         self.server.server_close()
         for thread in self._threads:

@@ -70,6 +70,16 @@ def parser() -> argparse.ArgumentParser:
                         help="requests per minute before 429 with Retry-After (0 = off)")
     faults.add_argument("--daily-quota", type=_non_negative(int), default=0,
                         help="requests per day before 429 with Retry-After until midnight UTC (0 = off)")
+    faults.add_argument("--ip-limit", dest="ip_limit_per_minute", type=_non_negative(int), default=1000,
+                        help="Codat's IP protection: requests per minute per client IP before 429, and "
+                             "sustained traffic over it blocks the IP (default 1000, as Codat; 0 = off)")
+    faults.add_argument("--ip-block-after", type=_non_negative(int), default=200,
+                        help="refused requests within a minute that block the IP (default 200)")
+    faults.add_argument("--ip-block-seconds", type=_non_negative(float), default=120.0,
+                        help="how long a blocked IP gets 403 or a closed connection (default 120)")
+    faults.add_argument("--company-daily-quota", type=_non_negative(int), default=0,
+                        help="requests per company per day before 429 until midnight UTC (Codat's is 1000; "
+                             "0 = off)")
     size.add_argument("--one-time-links", action="store_true",
                       help="new links carry ?otp=…, work once and expire a day after creation (Codat's "
                            "opt-in since 2025)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import threading
@@ -27,6 +28,7 @@ from .catalog import (
     PLATFORM_BY_KEY,
     PLATFORMS,
 )
+from .faults import TRUNCATED, Action, CompanyBudgets, CompanyFaults, Fault, IpProtection
 from .query import QueryError, matches, modified_range, parse, parse_timestamp, resolve
 from .records import Collection, mix
 from .store import WorldStore
@@ -245,7 +247,8 @@ class Limits:
         delay = 0.0
         with self.lock:
             self.day_count += 1
-            script = self.script if self.script and self.script["path"] in path else None
+            script = self.script if self.script and not self.script.get("mode") and self.script["path"] in path \
+                else None
             if script and script["after"] <= 0 < script["count"] and script["delay"]:
                 script["count"] -= 1
                 delay = script["delay"]
@@ -275,6 +278,20 @@ class Limits:
                 self.in_flight[company_id] += 1
                 self.max_in_flight[company_id] = max(self.max_in_flight[company_id], self.in_flight[company_id])
         return None, delay
+
+    def scripted_action(self, path: str) -> Action | None:
+        """A scripted ``mode`` (trickle, silent, drop, …) this request meets, if any (counting it)."""
+        with self.lock:
+            script = self.script
+            if not script or not script.get("mode") or script["path"] not in path:
+                return None
+            if script["after"] > 0:
+                script["after"] -= 1
+                return None
+            if script["count"] <= 0:
+                return None
+            script["count"] -= 1
+            return Action(str(script["mode"]), float(script["seconds"]))
 
     def _too_many(self, retry_after: float) -> Response:
         self.throttled += 1
@@ -575,21 +592,35 @@ class Handler(BaseHTTPRequestHandler):
             return
         sandbox.record_request(method, split.path, params)
         company = path.split("/")[2] if path.startswith("/companies/") else None
-        response, delay = sandbox.limits.admit(company, path) if self._authorised() else (
-            Response(401, error_body(401, "Unauthorized")), 0.0)
+        if not self._authorised():
+            self._send(Response(401, error_body(401, "Unauthorized")))
+            return
+        refused = sandbox.refuse(self.client_address[0], company)
+        if refused is not None:
+            if refused.status:
+                self._send(refused)
+            else:
+                self._drop()
+            return
+        response, delay = sandbox.limits.admit(company, path)
         if response is not None:
             self._send(response)
             return
+        action = sandbox.company_faults.action(company, path) or sandbox.limits.scripted_action(path)
         # In flight while the answer is being made; it leaves the count before it is written,
         # so a client that has read an answer and sends the next request is never over the limit.
         answer: Response | None = None  # None: drop the connection unanswered
         truncate = False
         with sandbox.limits.flight(company):
+            if action is not None and action.kind == "timeout":
+                delay += action.seconds
             if sandbox.settings.latency_ms or delay:
                 time.sleep(sandbox.settings.latency_ms / 1000 + delay)
             draw = sandbox.limits.draw()
             s = sandbox.settings
-            if draw < s.drop_rate:
+            if action is not None and action.kind != "timeout":
+                answer = sandbox.faulty_answer(action, method, path, params, body)
+            elif draw < s.drop_rate:
                 pass
             elif draw < s.drop_rate + s.error_rate:
                 status = 500 if int(draw * 1e9) % 2 == 0 else 503
@@ -599,10 +630,40 @@ class Handler(BaseHTTPRequestHandler):
                 truncate = (draw < s.drop_rate + s.error_rate + s.truncate_rate and answer.status == 200
                             and len(answer.body) > 1)
         if answer is None:
-            self.close_connection = True
-            self.connection.shutdown(2)
+            self._drop()
+            return
+        if action is not None and action.kind in ("trickle", "silent"):
+            self._send_slowly(answer, action)
             return
         self._send(answer, truncate=truncate)
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(2)
+
+    def _send_slowly(self, response: Response, action: Action) -> None:
+        """Headers at once, then the body a byte every ``action.seconds`` (trickle), or nothing more
+        for up to 5 minutes (silent); ends when the client hangs up."""
+        self.close_connection = True
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.end_headers()
+        try:
+            self.wfile.flush()
+            if action.kind == "silent":
+                deadline = time.monotonic() + 300
+                while time.monotonic() < deadline and not self.server.sandbox.stopping.wait(0.2):
+                    self.wfile.write(b"")
+                return
+            for byte in response.body:
+                if self.server.sandbox.stopping.wait(action.seconds):
+                    return
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+        except OSError:
+            return
 
     def _authorised(self) -> bool:
         header = self.headers.get("Authorization", "")
@@ -642,13 +703,60 @@ class SandboxApp:
         self.api = Api(self.world)
         self.limits = Limits(settings)
         self.auth_header = "Basic " + base64.b64encode(settings.key.encode()).decode()
-        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.requests: list[tuple[str, str, dict[str, str], float]] = []
         self.requests_lock = threading.Lock()
+        self.company_faults = CompanyFaults()
+        self.ip = IpProtection(settings.ip_limit_per_minute, settings.ip_block_after, settings.ip_block_seconds,
+                               settings.seed)
+        self.budgets = CompanyBudgets(settings.company_daily_quota)
+        self.stopping = threading.Event()  # set when the server stops: slow answers end
 
     def record_request(self, method: str, path: str, params: dict[str, str]) -> None:
         with self.requests_lock:
             if len(self.requests) < 200_000:
-                self.requests.append((method, path, params))
+                self.requests.append((method, path, params, time.time()))
+
+    def refuse(self, ip: str, company_id: str | None) -> Response | None:
+        """Codat's IP protection and per-company budget: a 429/403 to send, a Response with status
+        0 to close the connection unanswered, or None to go on."""
+        verdict = self.ip.admit(ip)
+        if verdict is not None:
+            kind, retry_after = verdict
+            if kind == "429":
+                return Response(429, error_body(429, "Too many requests from this IP address; slow down."),
+                                headers={"Retry-After": f"{retry_after:.0f}"})
+            if self.ip.block_mode == "forbidden":
+                return Response(403, error_body(403, "Forbidden: this IP address is blocked."))
+            return Response(0)
+        wait = self.budgets.spend(company_id)
+        if wait is not None:
+            return Response(429, error_body(429, "This company's daily request limit has been reached."),
+                            headers={"Retry-After": f"{wait:.0f}"})
+        return None
+
+    def faulty_answer(self, action: Action, method: str, path: str, params: dict[str, str],
+                      body: Any) -> Response | None:
+        """The answer a company fault gives instead of the real one (None: drop the connection)."""
+        if action.kind in ("forbidden", "forbidden_data_type"):
+            return Response(403, error_body(403, "The API key is not allowed to access this resource."))
+        if action.kind == "server_error":
+            return Response(500, error_body(500, "Injected server error"))
+        if action.kind == "drop":
+            return None
+        if action.kind == "invalid_json":
+            return Response(200, raw=TRUNCATED)
+        if action.kind == "deleted":
+            company = path.split("/")[2]
+            with self.world.lock:
+                self.world.companies.pop(company, None)
+        answer = self.serve(method, path, params, body)
+        if action.kind == "no_id" and answer.status == 200 and "/data/" in path:
+            page = decode(answer.body)
+            if isinstance(page, dict) and isinstance(page.get("results"), list):
+                for record in page["results"]:
+                    record.pop("id", None)
+                answer = Response(200, page)
+        return answer
 
     def save(self) -> None:
         """Keep the world in its data directory (no-op in memory); call with the world's lock held."""
@@ -714,27 +822,49 @@ class SandboxApp:
             for name in ("latency_ms", "error_rate", "drop_rate", "truncate_rate", "concurrency_limit",
                          "rate_limit_per_minute", "daily_quota", "retry_after", "drift", "change_every",
                          "page_size_cap", "nulls_first", "restamp_every", "restamp_count", "restamp_times",
-                         "restamp_path"):
+                         "restamp_path", "ip_limit_per_minute", "ip_block_after", "ip_block_seconds",
+                         "company_daily_quota"):
                 if name in body:
                     setattr(self.settings, name, type(getattr(self.settings, name))(body[name]))
+            if {"ip_limit_per_minute", "ip_block_after", "ip_block_seconds"} & set(body):
+                s = self.settings
+                self.ip = IpProtection(s.ip_limit_per_minute, s.ip_block_after, s.ip_block_seconds, s.seed)
+            if "company_daily_quota" in body:
+                self.budgets = CompanyBudgets(self.settings.company_daily_quota)
+            if "company_faults" in body:
+                try:
+                    self.company_faults.set({k: Fault.from_json(v) for k, v in (body["company_faults"] or {}).items()})
+                except ValueError as exc:
+                    raise ApiError(400, str(exc)) from None
+            if "fail_companies" in body:
+                spec = body["fail_companies"]
+                chosen = CompanyFaults.choose(sorted(self.world.companies), float(spec.get("share", 0.01)),
+                                              list(spec.get("kinds") or []), self.settings.seed,
+                                              spec.get("dataType", "commerce-taxComponents"))
+                self.company_faults.set(chosen)
             if "script" in body:
                 script = body["script"]
                 self.limits.script = None if script is None else {
                     "status": int(script.get("status", 500)), "after": int(script.get("after", 0)),
                     "count": int(script.get("count", 1)), "message": script.get("message", "Injected fault"),
                     "retry_after": script.get("retry_after"), "delay": float(script.get("delay", 0)),
-                    "path": script.get("path", ""), "body": script.get("body")}
-            return Response(200, {k: getattr(self.settings, k) for k in vars(self.settings) if k != "api_key"})
+                    "path": script.get("path", ""), "body": script.get("body"), "mode": script.get("mode"),
+                    "seconds": float(script.get("seconds", 0.5))}
+            answer = {k: getattr(self.settings, k) for k in vars(self.settings) if k != "api_key"}
+            return Response(200, {**answer, "company_faults": {k: f.to_json() for k, f in
+                                                               self.company_faults.faults.items()}})
         if path == "/_sandbox/requests" and method == "GET":
             with self.requests_lock:
-                listed = [{"method": m, "path": p, "params": q} for m, p, q in self.requests]
+                listed = [{"method": m, "path": p, "params": q, "at": t} for m, p, q, t in self.requests]
             return Response(200, {"requests": listed, "maxInFlight": dict(self.limits.max_in_flight),
-                                  "throttled": self.limits.throttled})
+                                  "throttled": self.limits.throttled, "ipRefused": self.ip.refused,
+                                  "ipBlocked": self.ip.blocked})
         if path == "/_sandbox/requests" and method == "DELETE":
             with self.requests_lock:
                 self.requests.clear()
             self.limits.max_in_flight.clear()
             self.limits.throttled = 0
+            self.ip.refused = self.ip.blocked = 0
             return Response(204)
         raise ApiError(404, f"No resource was found at {path}")
 

@@ -60,6 +60,10 @@ class Settings:
     truncate_rate: float = 0.0
     concurrency_limit: int = 0
     rate_limit_per_minute: int = 0
+    ip_limit_per_minute: int = 0  # Codat's IP protection (1,000 at Codat): 429 above it, per client IP
+    ip_block_after: int = 200  # ... and this many refused within a minute block the IP
+    ip_block_seconds: float = 120.0  # ... for this long (403 or a closed connection, by seed)
+    company_daily_quota: int = 0  # requests per company per day (1,000 at Codat), then 429 to midnight
     daily_quota: int = 0
     retry_after: float = 1.0
     change_every: float = 0.0
