@@ -710,6 +710,7 @@ class SandboxApp:
                                settings.seed)
         self.budgets = CompanyBudgets(settings.company_daily_quota)
         self.stopping = threading.Event()  # set when the server stops: slow answers end
+        self.delete_after: dict[str, Any] | None = None  # {"path", "after", "companyId"}: delete it then
 
     def record_request(self, method: str, path: str, params: dict[str, str]) -> None:
         with self.requests_lock:
@@ -766,6 +767,7 @@ class SandboxApp:
     def serve(self, method: str, path: str, params: dict[str, str], body: Any) -> Response:
         try:
             with self.world.lock:
+                self._delete_if_due(path)
                 found = self.api.route(method, path)
                 if found is None:
                     raise ApiError(404, f"No resource was found at {path}")
@@ -779,6 +781,18 @@ class SandboxApp:
             return Response(400, error_body(400, str(exc)))
         except ApiError as exc:
             return Response(exc.status, error_body(exc.status, exc.message))
+
+    def _delete_if_due(self, path: str) -> None:
+        """``delete_after``: once ``after`` requests to exactly ``path`` were served, the company goes
+        (a company deleted while a list is paged, or between two requests of the tap)."""
+        rule = self.delete_after
+        if rule is None or rule["path"] != path:
+            return
+        if rule["after"] > 0:
+            rule["after"] -= 1
+            return
+        self.world.companies.pop(rule["companyId"], None)
+        self.delete_after = None
 
     def control(self, method: str, path: str, params: dict[str, str], body: Any) -> Response:
         """Sandbox-only routes: linking as a customer, the clock, the truth, faults, stats."""
@@ -836,6 +850,10 @@ class SandboxApp:
                     self.company_faults.set({k: Fault.from_json(v) for k, v in (body["company_faults"] or {}).items()})
                 except ValueError as exc:
                     raise ApiError(400, str(exc)) from None
+            if "delete_after" in body:
+                rule = body["delete_after"]
+                self.delete_after = None if rule is None else {
+                    "path": str(rule["path"]), "after": int(rule.get("after", 0)), "companyId": str(rule["companyId"])}
             if "fail_companies" in body:
                 spec = body["fail_companies"]
                 chosen = CompanyFaults.choose(sorted(self.world.companies), float(spec.get("share", 0.01)),
