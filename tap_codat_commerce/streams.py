@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import zlib
 from collections.abc import Iterable
@@ -21,6 +22,7 @@ from .codat.http import CodatError, RequestFailedError
 from .codat.operations import refresh, wait_for_sync, which_is_gone
 from .codat.paging import KeysetStream, PageStream, records_of
 from .failures import RecordError
+from .output import OutputError
 from .progress import TALLY
 from .readiness import Skipped
 
@@ -108,7 +110,8 @@ class CompaniesStream(CodatStream):
             self.client.cancel_pending()  # nothing fetched ahead outlives the sync
             for stream in self._descendants():
                 stream.forget_prefetched()
-            writer.flush(self.tap_state)  # what every record emitted so far has earned
+            with contextlib.suppress(OutputError):  # stdout already failed: that error is the one reported
+                writer.flush(self.tap_state)  # what every record emitted so far has earned
             writer.every_call = True  # and the SDK's final STATE after this
             self.services.request_metrics.close()
 

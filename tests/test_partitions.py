@@ -162,7 +162,7 @@ def test_one_data_type_forbidden_everywhere_trips_no_breaker(start_sandbox, tmp_
 
 def test_the_summary_has_a_fixed_size_at_any_scale(start_sandbox, tmp_path):
     sizes = []
-    for companies in (6, 60):
+    for companies in (20, 100):  # both with more failures than are logged one by one
         sandbox = start_sandbox(companies=companies, orders=2, seed=9)
         api = Api(sandbox)
         api.faults(fail_companies={"share": 1.0, "kinds": ["forbidden_data_type"]})
@@ -171,7 +171,7 @@ def test_the_summary_has_a_fixed_size_at_any_scale(start_sandbox, tmp_path):
         tail = [line for line in result.stderr.splitlines() if "| WARNING" in line or "| ERROR" in line
                 or "Synced" in line]
         sizes.append((len(tail), max(len(line) for line in tail)))
-    assert sizes[0] == sizes[1] or (sizes[1][0] == sizes[0][0] and sizes[1][1] <= sizes[0][1] + 20), sizes
+    assert sizes[1][0] == sizes[0][0] and sizes[1][1] <= sizes[0][1] + 10, sizes  # lines; longest line
 
 
 def test_a_company_over_its_daily_budget_fails_alone(start_sandbox, tmp_path):
@@ -184,6 +184,7 @@ def test_a_company_over_its_daily_budget_fails_alone(start_sandbox, tmp_path):
     assert keys_by_company(result.messages).keys() <= truth.keys()
 
 
+@pytest.mark.slow
 def test_a_thousand_companies_one_percent_failing_each_way(start_sandbox, tmp_path):
     """The issue's done-when: every other company's records, exactly the failed ones listed, and
     the next run reads them."""
@@ -194,7 +195,9 @@ def test_a_thousand_companies_one_percent_failing_each_way(start_sandbox, tmp_pa
     chosen = api.faults(fail_companies={"share": 0.01, "kinds": kinds})["company_faults"]
     assert len(chosen) == 70
     deleted = {c for c, fault in chosen.items() if fault["kind"] == "deleted"}
-    failing = set(chosen) - deleted
+    without_tax = {c for c, fault in chosen.items() if fault["kind"] == "forbidden_data_type" and api.get(
+        f"/companies/{c}/dataStatus").json()["commerce-taxComponents"].get("currentStatus") == "NotSupported"}
+    failing = set(chosen) - deleted - without_tax  # a type the platform lacks is never asked for
     first = run(tmp_path, sandbox, "thousand", max_retries=2)
     assert first.returncode == 3, first.stderr[-3000:]
     emitted = keys_by_company(first.messages)
