@@ -72,7 +72,8 @@ def last_state_value(path: Path) -> Path:
 def one_count(directory: Path, companies: int, orders: int, *, unchanged: bool) -> dict[str, Any]:
     with sandbox("--companies", str(companies), "--orders", str(orders)) as (base_url, api_key):
         config = directory / f"config-{companies}.json"
-        config.write_text(json.dumps({"api_key": api_key, "base_url": base_url}))
+        config.write_text(json.dumps({"api_key": api_key, "base_url": base_url, "max_requests_per_minute": 0,
+                                      "quota_reserve": 0}))
         state = directory / f"state-{companies}.json"
         full = measure(config, state)
         full["requests_per_company"] = round(requests_count(base_url) / companies, 1)

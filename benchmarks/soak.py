@@ -71,7 +71,8 @@ def main() -> int:
     with sandbox(*flags) as (base_url, api_key), tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         config = directory / "config.json"
-        config.write_text(json.dumps({"api_key": api_key, "base_url": base_url}))
+        config.write_text(json.dumps({"api_key": api_key, "base_url": base_url, "max_requests_per_minute": 0,
+                                      "quota_reserve": 0}))
         final = False
         while True:
             if not final and time.monotonic() - started >= args.minutes * 60:
