@@ -3,7 +3,8 @@
 singer-sdk's OpenAPISchema drops the properties of this spec's nested ``allOf``,
 so this module resolves every ``$ref`` (including refs into ``allOf/N`` and
 percent-encoded refs into ``#/paths/...``), flattens ``allOf``, turns OAS 3.0
-``nullable`` into JSON Schema type lists and keeps no prose.
+``nullable`` into JSON Schema type lists; of the spec's prose it keeps only each schema's own
+``description`` (tap mode), so that catalogs document the fields.
 
 Two modes:
 - ``faithful``: what the spec says, nothing more; used to validate the sandbox.
@@ -66,6 +67,15 @@ def _merge(target: dict[str, Any], source: dict[str, Any]) -> None:
             target["properties"][name] = {**target["properties"][name], "nullable": True}
 
 
+def _description(node: dict[str, Any]) -> str:
+    """The spec's own words for a schema: its ``description``, else its ``title``."""
+    for key in ("description", "title"):
+        text = node.get(key)
+        if isinstance(text, str) and text.strip():
+            return text.strip()
+    return ""
+
+
 class Converter:
     def __init__(self, spec: dict[str, Any], *, faithful: bool) -> None:
         self.spec = spec
@@ -94,12 +104,18 @@ class Converter:
             for part in parts:
                 _merge(merged, self._flatten(part))
             _merge(merged, node)
+            if node.get("description"):  # the property's own words win over its type's (as with $ref)
+                merged["description"] = node["description"]
             node = merged
         return node
 
     def _clean(self, node: dict[str, Any]) -> dict[str, Any]:
         node = self._flatten(node)
         out: dict[str, Any] = {}
+        if not self.faithful:
+            described = _description(node) or _description(self._flatten(node.get("items") or {}))
+            if described:
+                out["description"] = described
         kind = node.get("type")
         if kind is None and "properties" in node:
             kind = "object"

@@ -31,6 +31,7 @@ ONBOARDED = HOME / ".quickstart" / "onboarded.json"  # what the setup created, f
 SUFFIX = os.environ.get("QUICKSTART_STATE_SUFFIX", "")
 STATE_ID = "dev:tap-codat-commerce-to-target-duckdb" + (f":{SUFFIX}" if SUFFIX else "")
 SANDBOX_FLAGS = ("--seed", "42", "--companies", "3", "--orders", "500", "--sync-delay", "1")
+HINT_PORT = 4010  # the sandbox's own default port, for the closing hint's commands
 SCHEMA = "codat_commerce"  # the tap's tables (target-duckdb's default_target_schema)
 MODELS = "codat_analytics"  # where dbt builds the models
 
@@ -104,6 +105,19 @@ def onboard(setup: str, env: dict[str, str]) -> dict[str, str]:
     return onboarded
 
 
+def jsonl_hint(api_key: str) -> str:
+    """What to run for JSONL files instead of DuckDB once this script (and its sandbox) has ended:
+    the sandbox again on its world, on a fixed port, and the key and base URL the tap needs."""
+    sandbox = shlex.join([f"{BIN / 'tap-codat-commerce-sandbox'}", *SANDBOX_FLAGS, "--data-dir", str(SANDBOX_DATA),
+                          "--port", str(HINT_PORT)])
+    return (f"\nJSONL files instead of DuckDB: the sandbox stopped with this script; its key ({api_key}) is kept "
+            f"with its world in {SANDBOX_DATA}. Start it again, and in another shell run the tap against it:\n"
+            f"  {sandbox}\n"
+            f"  TAP_CODAT_COMMERCE_API_KEY={shlex.quote(api_key)} "
+            f"TAP_CODAT_COMMERCE_BASE_URL=http://127.0.0.1:{HINT_PORT} "
+            f"{BIN / 'meltano'} run tap-codat-commerce target-jsonl")
+
+
 def main() -> int:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
            "TARGET_DUCKDB_PATH": str(DATABASE), "DBT_DUCKDB_PATH": str(DATABASE)}
@@ -166,7 +180,7 @@ def main() -> int:
                  "customers", "disputes"), merchant_summary())
     print(f"\nQuery it yourself: .venv/bin/python -c \"import duckdb; db = duckdb.connect('{DATABASE}', "
           f"read_only=True); db.sql('from {MODELS}.merchant_monthly').show()\"")
-    print("JSONL files instead of DuckDB: meltano run tap-codat-commerce target-jsonl")
+    print(jsonl_hint(api_key))
     if not resumed:
         print("Run scripts/quickstart.sh again: the next run is incremental and loads only what changed.")
     return 0

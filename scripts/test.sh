@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: creates .venv, installs the project and its
 # test tools, makes sure a PostgreSQL server is there, then runs pytest.
-# Usage: bash scripts/test.sh [pytest args]
+# Usage: bash scripts/test.sh [pytest args]      e.g. -m "not slow" (the fast subset)
+#   $PYTHON picks the interpreter and $VENV the environment (default .venv), as .ci/run does per Python.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
@@ -19,4 +20,4 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
 fi
 
 echo "==> running the tests"
-exec .venv/bin/python -m pytest "$@"
+exec "${VENV:-.venv}/bin/python" -m pytest "$@"

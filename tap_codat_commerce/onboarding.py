@@ -10,7 +10,9 @@ Python API (each function takes the shared :class:`CodatClient`) and the console
     tap-codat-commerce-setup wait --company ID [--timeout S]
 
 Settings as the tap's: ``--config FILE`` (before or after the subcommand), then
-``TAP_CODAT_COMMERCE_API_KEY`` / ``TAP_CODAT_COMMERCE_BASE_URL`` for what the file leaves out.
+``TAP_CODAT_COMMERCE_API_KEY`` / ``TAP_CODAT_COMMERCE_BASE_URL`` for what the file leaves out. In a
+Meltano project it is the extractor's ``setup`` command, ``meltano invoke tap-codat-commerce:setup
+status --company ID``: Meltano passes the extractor's settings as those variables.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ SETUP_SETTINGS: dict[str, dict[str, Any]] = {
     "api_key": {"type": "string", "secret": True}, "base_url": {"type": "string"},
     "max_retries": {"type": "integer"}, "request_timeout": {"type": "number"},
 }
+# The setup command reads Meltano's settings only when Meltano runs it (as the extractor's command).
+MISSING_KEY = ("api_key: not set; give --config FILE holding \"api_key\", or set TAP_CODAT_COMMERCE_API_KEY; in a "
+               "Meltano project: meltano config set tap-codat-commerce api_key, then run this as "
+               "meltano invoke tap-codat-commerce:setup COMMAND (Meltano passes the extractor's settings to it)")
 ONE_TIME_LINK_LIFETIME = timedelta(days=1)
 # How long `wait` lets a linked company show no queued sync at all before saying nothing is coming.
 NEVER_QUEUED_GRACE_S = 60.0
@@ -200,9 +206,10 @@ def client_from(config_path: str | None, environ: Mapping[str, str] | None = Non
     except SettingsError as exc:
         raise SetupError(exc.lines[0]) from None
     api_key = config.get("api_key")
+    if not str(api_key or "").strip():
+        raise SetupError(MISSING_KEY)
     base_url = config.get("base_url") or DEFAULT_BASE_URL
-    errors = [e for e in settings_errors({"api_key": api_key, "base_url": base_url})
-              if e.startswith(("api_key", "base_url"))]
+    errors = [e for e in settings_errors({"api_key": api_key, "base_url": base_url}) if e.startswith("base_url")]
     if errors:
         raise SetupError(errors[0])
     return CodatClient(base_url, str(api_key), retry=RetryPolicy(max_tries=int(config.get("max_retries", 5))),

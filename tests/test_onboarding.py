@@ -149,6 +149,7 @@ def test_wait_times_out_naming_what_is_still_syncing(start_sandbox):
 def test_missing_or_bad_key_and_network_down_are_one_line(start_sandbox, tmp_path):
     no_key = setup_cli(["status", "--company", "x"], env={"TAP_CODAT_COMMERCE_API_KEY": ""})
     assert no_key.returncode == 1 and "api_key" in no_key.stderr and len(no_key.stderr.splitlines()) == 1
+    assert "meltano invoke tap-codat-commerce:setup" in no_key.stderr  # Meltano's settings reach it only so
     sandbox = start_sandbox(companies=1)
     wrong = setup_cli(["sync-settings"], env={"TAP_CODAT_COMMERCE_API_KEY": "wrong",
                                               "TAP_CODAT_COMMERCE_BASE_URL": sandbox.base_url})

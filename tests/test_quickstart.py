@@ -13,11 +13,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import duckdb
+import pytest
 from quickstart import SANDBOX_FLAGS
 
 from tap_codat_commerce.sandbox.cli import sandbox_process
 from tests import merchant_months
 from tests.conftest import ROOT, Api, meltano, meltano_env
+
+pytestmark = pytest.mark.slow  # Meltano and warehouse runs: minutes (not in the fast subset)
 
 
 def quickstart(home: Path, suffix: str) -> str:

@@ -50,7 +50,7 @@ def _keywords(node: object, found: set[str]) -> set[str]:
     if isinstance(node, dict):
         for key, value in node.items():
             if key == "properties":
-                for sub in value.values():  # field names (a product's "description") are data, not prose
+                for sub in value.values():  # field names (a product's "description") are data, not keywords
                     _keywords(sub, found)
             else:
                 found.add(key)
@@ -61,7 +61,41 @@ def _keywords(node: object, found: set[str]) -> set[str]:
     return found
 
 
-def test_no_prose_from_the_spec():
+def test_only_types_and_the_specs_field_descriptions():
     for path in (ROOT / "schemas").glob("*.json"):
         keywords = _keywords(json.loads(path.read_text()), set())
-        assert keywords <= {"type", "properties", "items", "required", "format", "additionalProperties"}, path
+        assert keywords <= {"type", "properties", "items", "required", "format", "additionalProperties",
+                            "description"}, path
+
+
+def _undescribed(node: dict, path: str) -> list[str]:
+    missing = []
+    for name, sub in (node.get("properties") or {}).items():
+        if not (isinstance(sub.get("description"), str) and sub["description"].strip()):
+            missing.append(f"{path}.{name}")
+        missing += _undescribed(sub, f"{path}.{name}")
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            missing += _undescribed(node[key], f"{path}[]")
+    return missing
+
+
+def test_every_property_at_every_level_is_described():
+    streams = sorted((ROOT / "schemas").glob("*.json"))
+    assert len(streams) == 13
+    missing = [m for path in streams for m in _undescribed(json.loads(path.read_text()), path.stem)]
+    assert not missing, missing
+    orders = schema("orders")["properties"]
+    assert orders["totalAmount"]["description"] == ("Total amount of the order, including discounts, refunds, and tax, "
+                                                    "but excluding gratuities.")
+    assert "Codat" in orders["modifiedDate"]["description"]  # the spec's own words, nested fields too
+    line = orders["orderLineItems"]["items"]["properties"]
+    assert line["unitPrice"]["description"] and line["taxes"]["items"]["properties"]["taxAmount"]["description"]
+
+
+def test_the_catalog_carries_the_descriptions():
+    done = subprocess.run([sys.executable, "-m", "tap_codat_commerce", "--discover"], capture_output=True, text=True,
+                          check=True, timeout=60)
+    catalog = {s["tap_stream_id"]: s["schema"] for s in json.loads(done.stdout)["streams"]}
+    assert catalog["orders"]["properties"]["totalAmount"]["description"] == \
+        schema("orders")["properties"]["totalAmount"]["description"]

@@ -23,6 +23,8 @@ import pytest
 from tests import merchant_months
 from tests.conftest import STREAM_OF_DATA_TYPE, Api, meltano, meltano_env
 
+pytestmark = pytest.mark.slow  # Meltano and warehouse runs: minutes (not in the fast subset)
+
 
 def free_port() -> int:
     with socket.socket() as s:
