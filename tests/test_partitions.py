@@ -341,3 +341,43 @@ def test_stdout_that_cannot_be_written_is_one_line(start_sandbox, tmp_path, targ
     errors = error_lines(stderr)
     assert len(errors) == 1 and expected in errors[0]
     assert "Traceback" not in stderr and "Exception ignored" not in stderr and os.linesep + "28" not in stderr
+
+
+@pytest.mark.slow
+def test_meltano_keeps_the_state_of_what_succeeded_when_the_tap_finishes_with_failures(start_sandbox, tmp_path):
+    """`meltano run` exits 1 for the failing block, but its STATE of everything read is kept: the
+    next run reads only the failed partitions again (and the bookmarks' boundary seconds)."""
+    import uuid
+
+    from tests.conftest import MELTANO, ROOT, meltano, meltano_env
+
+    sandbox = start_sandbox(companies=3, orders=40, seed=13, accounting_every=0)
+    api = Api(sandbox)
+    truth = truth_by_company(api)
+    victim = sorted(truth)[0]
+    suffix = f"failures{uuid.uuid4().hex[:8]}"
+    env = meltano_env(sandbox, TARGET_JSONL_DESTINATION_PATH=str(tmp_path), TARGET_JSONL_DO_TIMESTAMP_FILE="false",
+                      TAP_CODAT_COMMERCE_MAX_RETRIES="2")
+    meltano("install", "extractor", "tap-codat-commerce", env=env)
+    meltano("install", "loader", "target-jsonl", env=env)
+    api.faults(company_faults={victim: {"kind": "server_error", "dataType": "commerce-orders"}})
+    command = [MELTANO, "run", "--state-id-suffix", suffix, "tap-codat-commerce", "target-jsonl"]
+    failed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert failed.returncode == 1
+    assert "Sync finished, with failures: 1 partition" in failed.stdout + failed.stderr
+    api.faults(company_faults=None)
+    api.reset_requests()
+    meltano("run", "--state-id-suffix", suffix, "tap-codat-commerce", "target-jsonl", env=env)
+    meltano("state", "clear", "--force", f"dev:tap-codat-commerce-to-target-jsonl:{suffix}", env=env)
+    data_reads = [r for r in api.requests_log()["requests"] if "/data/" in r["path"]]
+    assert data_reads and all(victim in r["path"] and r["path"].endswith("commerce-orders") for r in data_reads)
+
+
+def test_progress_lines_replace_one_line_per_company_at_scale(start_sandbox, tmp_path):
+    sandbox = start_sandbox(companies=30, orders=2)
+    often = run(tmp_path, sandbox, "progress", progress_interval=0.001)
+    lines = [line for line in often.stderr.splitlines() if "Progress: " in line]
+    assert lines and "/30 companies" in lines[0] and "requests in the last minute (budget none)" in lines[0]
+    assert "left" in lines[-1] and not [line for line in often.stderr.splitlines() if "Company 1/30" in line]
+    rarely = run(tmp_path, sandbox, "progress-rare", progress_interval=3600)
+    assert not [line for line in rarely.stderr.splitlines() if "Progress: " in line]
