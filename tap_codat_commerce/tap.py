@@ -220,7 +220,6 @@ class TapCodatCommerce(Tap):
     def __init__(self, *, config: Any = None, parse_env_config: bool = False, validate_config: bool = True,
                  **kwargs: Any) -> None:
         self.company_rank: dict[str, int] = {}  # company id → its place in the sync (fetch-ahead priority)
-        self.companies_in_run = 0
         if isinstance(config, Mapping):
             config = dict(config)
             if parse_env_config:  # as the SDK does: the environment wins over the dict
@@ -375,8 +374,9 @@ class TapCodatCommerce(Tap):
             raise FinishedWithFailuresError(last)
 
     def _log_summary(self, *, error: bool) -> list[str]:
+        """Log the report's summary (its last line too, unless ``error``: the caller reports it)."""
         companies = self.streams["companies"]
-        lines = self.report.summary(getattr(companies, "companies_in_run", 0))
+        lines = self.report.summary(companies.companies_in_run if isinstance(companies, CompaniesStream) else 0)
         for line in lines[:-1] if error else lines:
             self.logger.warning("%s", line)
         return lines
