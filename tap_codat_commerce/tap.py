@@ -29,6 +29,7 @@ from .changes import ChangeFilter, load_events
 from .codat.data_types import COMMERCE_ENDPOINTS
 from .codat.http import MAX_PAGE_SIZE, CodatClient, CodatError, RetryPolicy
 from .connection_test import run_connection_test
+from .inputs import InputFileError, as_file, check_catalog, read_json_input
 from .normalise import UNDECLARED, declare_undeclared
 from .output import OrjsonWriter
 from .progress import quiet_sdk_logs
@@ -44,7 +45,7 @@ from .settings import (
     settings_errors,
     settings_from_environment,
 )
-from .state import DEFAULT_STATE_INTERVAL, IntervalStateWriter
+from .state import DEFAULT_STATE_INTERVAL, IntervalStateWriter, readable_state
 from .streams import CommerceStream, CompaniesStream, ConnectionsStream
 
 HELP = """Extract Codat commerce data (companies, connections and eleven commerce data types) as Singer
@@ -197,6 +198,11 @@ class TapCodatCommerce(Tap):
                 entry.schema = Schema.from_dict(declare_undeclared(entry.schema.to_dict()))
         super().setup_mapper()
 
+    def load_state(self, state: dict[str, Any]) -> None:
+        """The SDK's state loading, with what cannot be read as bookmarks left out (one warning;
+        see :func:`~tap_codat_commerce.state.readable_state`)."""
+        super().load_state(readable_state(state, "the state", self.logger))
+
     def _terminate(self, signum: int, frame: FrameType | None) -> None:
         """SIGTERM/SIGINT: write the current STATE (valid for a resume: every record before it
         has been written), then stop the sync; :meth:`invoke` exits 128 + ``signum``."""
@@ -345,6 +351,25 @@ class TapCodatCommerce(Tap):
             return CommandLineSettings(problems=exc.lines)
 
     @classmethod
+    def cb_input_file(cls, ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+        """``--state`` / ``--catalog`` FILE: read and checked now (see inputs.py); a file the tap
+        cannot use is one ERROR line naming it, and exit code 1. Returns the checked JSON as a
+        file object, which the SDK's ``invoke`` reads."""
+        if value is None:
+            return None
+        option = f"--{param.name}"
+        try:
+            loaded = read_json_input(option, value)
+            if param.name == "catalog":
+                check_catalog(f"{option} {value}", loaded)
+            else:
+                loaded = readable_state(loaded, f"{option} {value}", cls.logger)
+        except InputFileError as exc:
+            cls.logger.error("%s", exc)
+            ctx.exit(1)
+        return as_file(loaded)
+
+    @classmethod
     def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:  # type: ignore[override]
         """``--test``: check the settings, the API key, companies, connections and one record of each
         data type; exit code 0 when it passed, 1 when it did not (``--test=schema``: the SCHEMA messages)."""
@@ -373,6 +398,9 @@ class TapCodatCommerce(Tap):
             if option.name == "config" and isinstance(option, click.Option):
                 option.help = ("Settings file (JSON), or ENV; settings missing from the files are read from "
                                "TAP_CODAT_COMMERCE_<SETTING> environment variables.")
+            elif option.name in ("state", "catalog") and isinstance(option, click.Option):
+                option.type = click.STRING  # read by cb_input_file: one line for any fault, never click's usage
+                option.callback = cls.cb_input_file
             elif option.name == "test" and isinstance(option, click.Option):
                 option.help = ("Check the settings, the API key, the companies and connections, and read one "
                                "record of each data type; say what passed, exit 1 on failure. "
