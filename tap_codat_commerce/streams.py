@@ -16,7 +16,7 @@ from singer_sdk.singerlib.catalog import REPLICATION_INCREMENTAL
 from .changes import ChangeFilter
 from .client import CodatStream, context_key
 from .codat.data_types import CommerceEndpoint
-from .codat.dates import parse_instant
+from .codat.dates import format_instant, parse_instant
 from .codat.http import CodatError, RequestFailedError
 from .codat.operations import refresh, wait_for_sync
 from .codat.paging import KeysetStream, PageStream, records_of
@@ -238,8 +238,14 @@ class CommerceStream(CodatStream):
         """
         if self.replication_method != REPLICATION_INCREMENTAL or not self.replication_key:
             return None
-        candidates = [parse_instant(str(v)) for v in (self._bookmark(context), self.config.get("start_date")) if v]
-        known = [c for c in candidates if c is not None]
+        bookmark = parse_instant(str(self._bookmark(context) or ""))
+        if bookmark is not None and format_instant(bookmark) > self.run_started:
+            # Left by a version that let a record from the future move it: it would hide every later record.
+            self.logger.warning("%s (company %s, connection %s): the bookmark %s is after this run's start; read "
+                                "as if there were none", self.name, context["companyId"], context["connectionId"],
+                                format_instant(bookmark))
+            bookmark = None
+        known = [c for c in (bookmark, parse_instant(str(self.config.get("start_date") or ""))) if c is not None]
         return max(known) if known else None
 
     def _incoming_partition(self, context: Context) -> dict[str, Any]:

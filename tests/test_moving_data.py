@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import os
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -367,3 +368,46 @@ def test_a_later_page_older_than_an_earlier_one_stops_nothing(start_sandbox, tmp
     assert {r["id"] for r in records} == {f"o{n}" for n in range(1, 7)}
     # The bookmark names an instant that was emitted, at or before which every record was emitted.
     assert bookmark in {r["modifiedDate"] for r in records}
+
+
+# --- 5. a record from the future (issue 20, point 3) ---------------------------------------------
+def test_a_record_from_the_future_does_not_move_the_bookmark_past_the_run_start(start_sandbox, caplog):
+    """A record dated 2099 (a platform's bad clock) is emitted, with one warning per connection and
+    data type, but no bookmark passes the run's start: a record added later is read by the next run."""
+    sandbox = start_sandbox(companies=1, orders=5, accounting_every=0)
+    api = Api(sandbox)
+    company_id, connection_id = first_commerce_connection(api)
+    orders = literal_orders(["2025-05-01T00:00:01Z", "2099-01-01T00:00:00Z", "2099-06-01T00:00:00Z"])
+    api.set_records(company_id, connection_id, "commerce-orders", orders)
+    started = canonical(datetime.now(UTC).isoformat())
+    first = run_tap(tap_config(sandbox, page_size=2))
+    assert order_ids(first) == ["o1", "o2", "o3"]  # the future records are emitted
+    mark = bookmarks(first.final_state, "orders")[(company_id, connection_id)]
+    assert mark == "2025-05-01T00:00:01.000000Z" and mark <= started
+    future = [r for r in caplog.records if "after this run started" in r.getMessage()]
+    assert len(future) == 1 and company_id in future[0].getMessage() and connection_id in future[0].getMessage()
+    for stream, marks in ((s, bookmarks(first.final_state, s)) for s in first.final_state["bookmarks"]):
+        assert all(value <= started or value < "2099" for value in marks.values()), stream
+    added = {"id": "o4", "currency": "GBP", "totalAmount": 4,
+             "modifiedDate": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
+    api.set_records(company_id, connection_id, "commerce-orders", [*orders, added])
+    caplog.clear()
+    second = run_tap(tap_config(sandbox, page_size=2, skip_unchanged=False), state=first.final_state)
+    assert order_ids(second) == ["o1", "o4", "o2", "o3"]  # the new one, and the future ones again (expected)
+    assert bookmarks(second.final_state, "orders")[(company_id, connection_id)] == canonical(added["modifiedDate"])
+    assert len([r for r in caplog.records if "after this run started" in r.getMessage()]) == 1
+
+
+def test_a_bookmark_already_in_the_future_is_read_as_if_there_were_none(start_sandbox, caplog):
+    """A STATE poisoned by a version without the rule above is not obeyed: it would hide every record."""
+    sandbox = start_sandbox(companies=1, orders=5, accounting_every=0)
+    api = Api(sandbox)
+    company_id, connection_id = first_commerce_connection(api)
+    api.set_records(company_id, connection_id, "commerce-orders", literal_orders(["2025-05-01T00:00:01Z"]))
+    state = {"bookmarks": {"orders": {"partitions": [{
+        "context": {"companyId": company_id, "connectionId": connection_id},
+        "replication_key": "modifiedDate", "replication_key_value": "2099-01-01T00:00:00.000000Z"}]}}}
+    run = run_tap(tap_config(sandbox), state=state)
+    assert order_ids(run) == ["o1"]
+    assert bookmarks(run.final_state, "orders")[(company_id, connection_id)] == "2025-05-01T00:00:01.000000Z"
+    assert [r for r in caplog.records if "is after this run's start" in r.getMessage()]
