@@ -411,3 +411,31 @@ def test_a_bookmark_already_in_the_future_is_read_as_if_there_were_none(start_sa
     assert order_ids(run) == ["o1"]
     assert bookmarks(run.final_state, "orders")[(company_id, connection_id)] == "2025-05-01T00:00:01.000000Z"
     assert [r for r in caplog.records if "is after this run's start" in r.getMessage()]
+
+
+# --- 6. the newest version wins (issue 20, point 7) ----------------------------------------------
+@pytest.mark.parametrize(("concurrency", "page_size"), [(1, 2), (8, 2), (1, 3)])
+def test_a_record_restamped_within_the_second_being_read_is_emitted_again_newest_last(
+        start_sandbox, concurrency, page_size):
+    """o1 is re-stamped later within its own second after page 1 (a platform saving twice in a
+    second): the keyset meets it again in that second and emits that newer version, after the
+    older one; records met again unchanged are never emitted twice."""
+    sandbox = start_sandbox(companies=1, orders=5, accounting_every=0)
+    api = Api(sandbox)
+    company_id, connection_id = first_commerce_connection(api)
+    stamps = ["2025-05-01T00:00:05.1Z", "2025-05-01T00:00:05.2Z", "2025-05-01T00:00:05.3Z",
+              "2025-05-01T00:00:05.4Z", "2025-05-01T00:00:07Z", "2025-05-01T00:00:08Z"]
+    api.set_records(company_id, connection_id, "commerce-orders", literal_orders(stamps))
+    api.faults(restamp_every=1, restamp_count=1, restamp_times=1, restamp_path="commerce-orders",
+               restamp_within_second=True)
+    run = run_tap(tap_config(sandbox, page_size=page_size, max_concurrency=concurrency))
+    orders = run.records["orders"]
+    assert Counter(order_ids(run)) == {"o1": 2, "o2": 1, "o3": 1, "o4": 1, "o5": 1, "o6": 1}
+    copies = [r for r in orders if r["id"] == "o1"]
+    assert copies[0]["modifiedDate"] == "2025-05-01T00:00:05.100000Z"
+    assert copies[1]["modifiedDate"] == "2025-05-01T00:00:05.550000Z"  # the newer version, emitted later
+    assert [r["modifiedDate"] for r in orders] == sorted(r["modifiedDate"] for r in orders)
+    truth = api.truth()
+    newest = {r["id"]: canonical(r["modifiedDate"]) for r in truth[company_id][connection_id]["commerce-orders"]}
+    last_emitted = {r["id"]: r["modifiedDate"] for r in orders}  # what an upserting target keeps
+    assert last_emitted == newest

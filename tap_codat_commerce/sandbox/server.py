@@ -714,7 +714,7 @@ class SandboxApp:
             for name in ("latency_ms", "error_rate", "drop_rate", "truncate_rate", "concurrency_limit",
                          "rate_limit_per_minute", "daily_quota", "retry_after", "drift", "change_every",
                          "page_size_cap", "nulls_first", "restamp_every", "restamp_count", "restamp_times",
-                         "restamp_path"):
+                         "restamp_path", "restamp_within_second"):
                 if name in body:
                     setattr(self.settings, name, type(getattr(self.settings, name))(body[name]))
             if "script" in body:
