@@ -18,7 +18,14 @@ from singer_sdk.schema.source import SchemaDirectory, StreamSchema
 
 from .codat.dates import format_instant
 from .codat.http import MAX_PAGE_SIZE, CodatClient, CodatError
-from .normalise import Normaliser, UndeclaredMode, build_normaliser, declare_undeclared, without_empty_properties
+from .normalise import (
+    Normaliser,
+    UndeclaredMode,
+    UnfitValueError,
+    build_normaliser,
+    declare_undeclared,
+    without_empty_properties,
+)
 from .progress import TALLY, is_quiet, quiet_stream_logger
 from .readiness import Readiness
 from .state import IndexedStateManager
@@ -33,6 +40,11 @@ def _schema_dir() -> Path:
 def context_key(context: Context) -> tuple[tuple[str, Any], ...]:
     """A hashable form of a stream context (or of a state partition's context)."""
     return tuple(sorted(context.items()))
+
+
+def partition_name(context: Context | None) -> str:
+    """``company …, connection …`` for a stream context (``""`` for none)."""
+    return ", ".join(f"{k.removesuffix('Id')} {v}" for k, v in (context or {}).items())
 
 
 class CodatStream(Stream):
@@ -79,7 +91,7 @@ class CodatStream(Stream):
         key = context_key(context or {})
         if key not in self._warned_future:
             self._warned_future.add(key)
-            where = ", ".join(f"{k.removesuffix('Id')} {v}" for k, v in (context or {}).items())
+            where = partition_name(context)
             self.logger.warning("%s (%s): a record has %s %s, after this run started (%s by this machine's "
                                 "clock); emitted, but the bookmark does not move past the run's start, so the "
                                 "next run reads it again (further ones are not logged)", self.name, where,
@@ -108,7 +120,10 @@ class CodatStream(Stream):
             # Built on first use: the catalog (what SCHEMA declares) is applied after __init__.
             self._normaliser = build_normaliser(self.effective_schema, self.name, self.undeclared_fields)
         if self._normaliser:
-            self._normaliser(row)  # type: ignore[operator]
+            try:
+                self._normaliser(row)  # type: ignore[operator]
+            except UnfitValueError as exc:  # a key of another type: that partition stops, one line
+                raise UnfitValueError(f"{self.name} ({partition_name(context)}): {exc}") from None
         return row
 
     def generate_child_contexts(self, record: dict[str, Any], context: Context | None) -> Iterable[Context | None]:

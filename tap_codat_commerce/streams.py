@@ -299,6 +299,10 @@ class CommerceStream(CodatStream):
 
     def post_process(self, row: dict[str, Any], context: Context | None = None) -> dict[str, Any] | None:
         assert context is not None
+        if row.__class__ is not dict:
+            raise RecordError(f"{self.name} (company {context['companyId']}, connection {context['connectionId']}): "
+                              f"Codat sent a record that is {type(row).__name__}, not a JSON object; stopping "
+                              "rather than loading it")
         if not self.endpoint.single_object and row.get("id") is None:
             raise RecordError(f"{self.name} (company {context['companyId']}, connection {context['connectionId']}): "
                               "Codat sent a record without an id, which cannot be keyed; stopping rather than "
