@@ -401,3 +401,25 @@ def test_a_key_of_another_type_that_cannot_be_text_stops_that_partition_with_one
     errors = error_lines(result.stderr)
     assert len(errors) == 1, result.stderr[-2000:]
     assert all(part in errors[0] for part in ("orders", company_id, connection_id, "orders.id", "an object"))
+
+
+@pytest.mark.slow
+def test_meltano_run_into_target_jsonl_loads_records_of_every_mistyped_kind(start_sandbox, tmp_path):
+    """target-jsonl validates every RECORD against its SCHEMA: it exits 0 on the mistyped orders."""
+    import uuid
+
+    from tests.conftest import meltano, meltano_env
+
+    sandbox = start_sandbox(companies=1, orders=5, accounting_every=0)
+    api = Api(sandbox)
+    company_id, connection_id = first_commerce_connection(api)
+    api.set_records_text(company_id, connection_id, "commerce-orders", mistyped_orders())
+    env = meltano_env(sandbox, TARGET_JSONL_DESTINATION_PATH=str(tmp_path), TARGET_JSONL_DO_TIMESTAMP_FILE="false")
+    suffix = f"test{uuid.uuid4().hex[:8]}"
+    meltano("install", "extractor", "tap-codat-commerce", env=env)
+    meltano("install", "loader", "target-jsonl", env=env)
+    try:
+        meltano("run", "--state-id-suffix", suffix, "tap-codat-commerce", "target-jsonl", env=env)
+    finally:
+        meltano("state", "clear", "--force", f"dev:tap-codat-commerce-to-target-jsonl:{suffix}", env=env)
+    assert len((tmp_path / "orders.jsonl").read_text().splitlines()) == len(MISTYPED)
