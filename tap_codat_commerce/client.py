@@ -16,6 +16,7 @@ from singer_sdk.helpers.types import Context
 from singer_sdk.mapper import RemoveRecordTransform
 from singer_sdk.schema.source import SchemaDirectory, StreamSchema
 
+from .codat.bodies import TooDeepError
 from .codat.dates import format_instant
 from .codat.http import MAX_PAGE_SIZE, CodatClient, CodatError
 from .normalise import (
@@ -122,8 +123,8 @@ class CodatStream(Stream):
         if self._normaliser:
             try:
                 self._normaliser(row)  # type: ignore[operator]
-            except UnfitValueError as exc:  # a key of another type: that partition stops, one line
-                raise UnfitValueError(f"{self.name} ({partition_name(context)}): {exc}") from None
+            except (UnfitValueError, TooDeepError) as exc:  # that partition stops, with one line
+                raise type(exc)(f"{self.name} ({partition_name(context)}): {exc}") from None
         return row
 
     def generate_child_contexts(self, record: dict[str, Any], context: Context | None) -> Iterable[Context | None]:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
+from .codat.bodies import TooDeepError
 from .codat.dates import canonical
 from .codat.http import CodatError
 
@@ -34,10 +35,28 @@ UNDECLARED = "_codat_undeclared"
 UNDECLARED_SCHEMA: dict[str, Any] = {"type": ["object", "null"],
                                      "description": "Fields Codat sent that this schema does not declare "
                                                     "(undeclared_fields: keep), as untyped JSON."}
+# Free-form JSON (objects without properties, arrays without items, kept undeclared fields) is
+# read to this depth; deeper stops the partition (TooDeepError): the SDK's record walkers recurse
+# once a level, and the writer's fast path (orjson) writes 254 levels in all.
+MAX_FREE_DEPTH = 200
 # The largest magnitude a double holds: beyond it no warehouse number column (nor a JSON
 # reader using doubles) can hold the value.
 _LARGEST = Decimal("1.7976931348623157e308")
 _LARGEST_FLOAT = 1.7976931348623157e308
+
+
+def check_depth(value: Any, where: str, limit: int = MAX_FREE_DEPTH) -> None:
+    """Raise TooDeepError if ``value`` (free-form JSON) nests objects and arrays deeper than
+    ``limit`` levels. Iterative: a value of any depth is measured without recursion."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        for child in (node.values() if node.__class__ is dict else node):
+            if child.__class__ is dict or child.__class__ is list:
+                if depth >= limit:
+                    raise TooDeepError(f"{where}: Codat sent JSON nested deeper than {limit} levels; stopping "
+                                       "rather than loading it cut")
+                stack.append((child, depth + 1))
 
 
 class UnfitValueError(CodatError):
@@ -191,7 +210,8 @@ def _object_normaliser(schema: dict[str, Any], where: str, warned: set[str],
     declared = frozenset(properties) if _is_closed(schema) else None
     keeps_here = keep and declared is not None  # this level declares UNDECLARED: mistyped values go there
     names: dict[str, Any] = {"canonical": canonical, "Decimal": Decimal, "dict": dict, "list": list, "str": str,
-                             "int": int, "float": float, "bool": bool, "declared": declared}
+                             "int": int, "float": float, "bool": bool, "declared": declared,
+                             "check_depth": check_depth}
     body: list[str] = []
 
     def constant(value: Any) -> str:
@@ -206,6 +226,7 @@ def _object_normaliser(schema: dict[str, Any], where: str, warned: set[str],
         _warn_undeclared(warned, where, extra, keep)
         moved = {name: record.pop(name) for name in extra}
         if keep:
+            check_depth(moved, f"{where}.{UNDECLARED}")
             record[UNDECLARED] = moved
 
     def bad_date(name: str, value: str) -> None:
@@ -271,8 +292,13 @@ def _object_normaliser(schema: dict[str, Any], where: str, warned: set[str],
             return None  # no type declared: anything fits
         expected = _declared_name(types, sub)
 
+        free = ("object" in types and not sub.get("properties")) or (
+            "array" in types and not isinstance(sub.get("items"), dict))
+
         def fit(v: Any) -> Any:
             if v is None or v.__class__ in classes:
+                if free and v:
+                    check_depth(v, f"{where}.{name}")
                 return v
             fix_other(None, name, v, expected, nullable)
             return None
@@ -322,8 +348,8 @@ def _object_normaliser(schema: dict[str, Any], where: str, warned: set[str],
         elif "object" in types:
             inner = _object_normaliser(sub, f"{where}.{name}", warned, undeclared)
             leaf = getattr(inner, "declared_only", None)
-            if inner is None:
-                call = "pass"
+            if inner is None:  # free-form: read whole, to MAX_FREE_DEPTH
+                call = f"if v: check_depth(v, {where + '.' + name!r})"
             elif leaf is not None:
                 call = f"if not {constant(leaf)}.issuperset(v): {constant(inner)}(v)"
             else:
@@ -338,7 +364,7 @@ def _object_normaliser(schema: dict[str, Any], where: str, warned: set[str],
             # Each item made to fit the items' schema: objects normalised; an item of another
             # type becomes null (one warning per field and stream).
             items = sub.get("items")
-            loop = ["    pass"]
+            loop = [f"    if v: check_depth(v, {where + '.' + name!r})"]  # free-form items: whole, to MAX_FREE_DEPTH
             if isinstance(items, dict):
                 fixer = value_fixer(items, f"{name}[]")
                 inner = (_object_normaliser(items, f"{where}.{name}[]", warned, undeclared)

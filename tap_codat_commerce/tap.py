@@ -26,6 +26,7 @@ from singer_sdk.singerlib import Schema
 from singer_sdk.tap_base import CliTestOptionValue
 
 from .changes import ChangeFilter, load_events
+from .codat.bodies import DepthCheckedClient
 from .codat.data_types import COMMERCE_ENDPOINTS
 from .codat.http import MAX_PAGE_SIZE, CodatClient, CodatError, RetryPolicy
 from .connection_test import run_connection_test
@@ -254,7 +255,7 @@ class TapCodatCommerce(Tap):
     def new_client(self, *, max_tries: int) -> CodatClient:
         """A CodatClient from the settings, trying each request up to ``max_tries`` times."""
         config = self.config
-        return CodatClient(
+        return DepthCheckedClient(
             config.get("base_url") or DEFAULT_BASE_URL,
             config.get("api_key") or "",
             retry=RetryPolicy(max_tries=max_tries, max_retry_after=float(config.get("max_retry_after", 300))),

@@ -130,3 +130,51 @@ def test_an_events_file_whose_data_types_are_not_objects_is_one_line(small, tmp_
     assert "Traceback" not in result.stderr
     errors = error_lines(result.stderr)
     assert len(errors) == 1 and f"events_file {events} line 3: " in errors[0], result.stderr[-2000:]
+
+
+def nesting_depth(value: object) -> int:
+    depth = 0
+    while isinstance(value, dict) and "level" in value:
+        value, depth = value["level"], depth + 1
+    return depth
+
+
+def deep_order(depth: int, number: int = 1) -> dict:
+    return {"id": f"o{number}", "modifiedDate": f"2025-06-01T00:00:0{number}Z",
+            "supplementalData": {"content": {"deep": {"_sandbox_nested": depth}}}}
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_json_nested_200_levels_deep_is_read_and_emitted_whole(small, tmp_path, concurrency):
+    api = Api(small)
+    company, connection = api.commerce_connections()[0][0], api.commerce_connections()[0][1]["id"]
+    api.set_records(company, connection, "commerce-orders",
+                    [deep_order(199), {"id": "o2", "modifiedDate": "2025-06-01T00:00:02Z"}])
+    config = write_json(tmp_path, "config.json", tap_config(small, max_concurrency=concurrency))
+    result = run_cli(["--config", config], env={**os.environ})
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    orders = {m["record"]["id"]: m["record"] for m in result.messages
+              if m["type"] == "RECORD" and m["stream"] == "orders"}
+    assert set(orders) == {"o1", "o2"}
+    assert nesting_depth(orders["o1"]["supplementalData"]["content"]["deep"]) == 199  # + "deep" itself: 200
+
+
+@pytest.mark.parametrize(("depth", "data_type", "concurrency"), [
+    (201, "commerce-orders", 1),  # deeper than the tap reads free-form JSON
+    (600, "commerce-orders", 4),  # deeper than the SDK's record walker follows
+    (1_000, "commerce-orders", 1),  # deeper than the parser follows
+    (100_000, "commerce-orders", 4),
+    (100_000, "commerce-companyInfo", 1),
+    (100_000, "commerce-companyInfo", 4)])
+def test_json_nested_deeper_than_the_tap_reads_stops_with_one_line(small, tmp_path, depth, data_type, concurrency):
+    api = Api(small)
+    company, connection = api.commerce_connections()[0][0], api.commerce_connections()[0][1]["id"]
+    api.set_records(company, connection, data_type, [deep_order(depth)])
+    config = write_json(tmp_path, "config.json", tap_config(small, max_concurrency=concurrency))
+    result = run_cli(["--config", config], env={**os.environ})
+    assert result.returncode != 0, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "RecursionError" not in result.stderr
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1, result.stderr[-3000:]
+    stream = "orders" if data_type == "commerce-orders" else "company_info"
+    assert all(part in errors[0] for part in (stream, company, connection, "JSON nested deeper", "levels")), errors[0]

@@ -203,6 +203,8 @@ def version_of(record: dict[str, Any]) -> int:
         return hash(_encode(record))
     except (TypeError, OverflowError, msgspec.EncodeError):  # integers beyond 64 bits, …
         return hash(repr(record))
+    except RecursionError:  # nested deeper than an encoder follows: its id and date must do
+        return hash((str(record.get("id")), str(record.get(MODIFIED))))
 
 
 def _versions(records: Iterator[dict[str, Any]]) -> dict[str, int]:
