@@ -4,10 +4,19 @@
   (``YYYY-MM-DDTHH:MM:SS.ffffffZ``, see :mod:`tap_codat_commerce.codat.dates`).
 - Numbers keep the digits Codat sent: a number sent as a string (``"12345678901234567.89"``)
   becomes an exact ``Decimal`` (an ``int`` in an integer field), never a rounded double.
+- A value of another JSON type than declared becomes its type where nothing is lost: a number
+  or boolean where text is declared becomes its exact literal text (``123`` → ``"123"``, a
+  ``Decimal`` its own digits, a float its shortest ``repr``), a whole float in an integer field
+  an ``int``. So every RECORD validates against the SCHEMA it is sent under.
 - A value that cannot be its declared type becomes null, with one warning per field and
   stream: a date that is no date (``2021-02-29T00:00:00Z``), and in number fields text that
   is no number, ``NaN``, ``Infinity`` and numbers beyond a double's range (``1e400``), which
-  no warehouse number column holds.
+  no warehouse number column holds; and any value of another JSON type (text where an object
+  is, an object where an array or a number is, a number where a date-time is, a boolean where
+  a number is), at every level, in array items and map values too. With ``undeclared="keep"``
+  such a value is also kept in that level's :data:`UNDECLARED`. In a field that may not be null
+  (a key) it raises :class:`UnfitValueError` instead.
+- Free-form JSON deeper than :data:`MAX_FREE_DEPTH` levels raises ``TooDeepError``.
 - Fields the schema does not declare (``RECORD`` properties ⊆ ``SCHEMA`` properties, at every
   level whose schema lists properties) are dropped with one warning per field and stream, as
   the SDK does; with ``undeclared="keep"`` they are moved into :data:`UNDECLARED`, an untyped
@@ -43,6 +52,7 @@ MAX_FREE_DEPTH = 200
 # reader using doubles) can hold the value.
 _LARGEST = Decimal("1.7976931348623157e308")
 _LARGEST_FLOAT = 1.7976931348623157e308
+_TEXT_CLASSES = frozenset({str, type(None)})
 
 
 def check_depth(value: Any, where: str, limit: int = MAX_FREE_DEPTH) -> None:
@@ -275,6 +285,17 @@ def _object_normaliser(schema: dict[str, Any], where: str, warned: set[str],
     names.update(separate=separate, bad_date=bad_date, fix_number=fix_number, fix_text=fix_text,
                  fix_other=fix_other)
 
+    def quick_test(inner: Normaliser | None, var: str) -> str | None:
+        """An inline test that is false when ``inner`` (a leaf) would change nothing in ``var``:
+        only declared fields, and (an object of text fields only, a ref) only text or null in them."""
+        quick = getattr(inner, "quick", None)
+        if quick is None:
+            return None
+        keys, classes = quick
+        if classes is None:
+            return f"not {constant(keys)}.issuperset({var})"
+        return f"not ({constant(keys)}.issuperset({var}) and {constant(classes)}.issuperset(map(type, {var}.values())))"
+
     def value_fixer(sub: dict[str, Any], name: str) -> Callable[[Any], Any] | None:
         """For values with no record to keep them in (array items, additionalProperties): a
         function giving the value made to fit ``sub`` (or None), or None when nothing can be wrong."""
@@ -347,11 +368,11 @@ def _object_normaliser(schema: dict[str, Any], where: str, warned: set[str],
                      f"    r[{key}] = None"]
         elif "object" in types:
             inner = _object_normaliser(sub, f"{where}.{name}", warned, undeclared)
-            leaf = getattr(inner, "declared_only", None)
+            quick = quick_test(inner, "v")
             if inner is None:  # free-form: read whole, to MAX_FREE_DEPTH
                 call = f"if v: check_depth(v, {where + '.' + name!r})"
-            elif leaf is not None:
-                call = f"if not {constant(leaf)}.issuperset(v): {constant(inner)}(v)"
+            elif quick is not None:
+                call = f"if {quick}: {constant(inner)}(v)"
             else:
                 call = f"{constant(inner)}(v)"
             body += [f"v = r.get({key})",
@@ -370,9 +391,8 @@ def _object_normaliser(schema: dict[str, Any], where: str, warned: set[str],
                 inner = (_object_normaliser(items, f"{where}.{name}[]", warned, undeclared)
                          if "object" in _types(items) else None)
                 if inner is not None:
-                    leaf = getattr(inner, "declared_only", None)
-                    test = (f"x.__class__ is dict and not {constant(leaf)}.issuperset(x)" if leaf is not None
-                            else "x.__class__ is dict")
+                    quick = quick_test(inner, "x")
+                    test = f"x.__class__ is dict and {quick}" if quick is not None else "x.__class__ is dict"
                     loop = ["    for x in v:",
                             f"        if {test}: {constant(inner)}(x)"]
                     if fixer is not None:
@@ -395,5 +415,9 @@ def _object_normaliser(schema: dict[str, Any], where: str, warned: set[str],
     exec(compile(source, f"<normaliser {where}>", "exec"), names)  # names are repr() literals from the schema
     normalise: Normaliser = names["normalise"]
     if declared is not None and len(body) == 1:
-        normalise.declared_only = declared  # type: ignore[attr-defined]  # its parent checks it inline
+        normalise.quick = (declared, None)  # type: ignore[attr-defined]  # its parent checks it inline
+    elif declared is not None and all(
+            set(_types(sub)) <= {"string", "null"} and sub.get("format") != "date-time"
+            for name, sub in properties.items() if isinstance(sub, dict) and name != UNDECLARED):
+        normalise.quick = (declared, _TEXT_CLASSES)  # type: ignore[attr-defined]  # text only (a ref): inline too
     return normalise
