@@ -6,6 +6,7 @@ import logging
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -16,9 +17,18 @@ from singer_sdk.helpers.types import Context
 from singer_sdk.mapper import RemoveRecordTransform
 from singer_sdk.schema.source import SchemaDirectory, StreamSchema
 
+from .codat.dates import format_instant
+from .codat.errors import TooDeepError
 from .codat.http import MAX_PAGE_SIZE, CodatClient, CodatError
 from .failures import RunReport
-from .normalise import Normaliser, UndeclaredMode, build_normaliser, declare_undeclared, without_empty_properties
+from .normalise import (
+    Normaliser,
+    UndeclaredMode,
+    UnfitValueError,
+    build_normaliser,
+    declare_undeclared,
+    without_empty_properties,
+)
 from .output import OutputError
 from .progress import TALLY, Progress, is_quiet, quiet_stream_logger
 from .readiness import Readiness
@@ -62,6 +72,11 @@ def context_key(context: Context) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted(context.items()))
 
 
+def partition_name(context: Context | None) -> str:
+    """``company …, connection …`` for a stream context (``""`` for none)."""
+    return ", ".join(f"{k.removesuffix('Id')} {v}" for k, v in (context or {}).items())
+
+
 class CodatStream(Stream):
     """Base stream: the tap's one CodatClient, its schema file, prefetching, one-line failures."""
 
@@ -75,6 +90,9 @@ class CodatStream(Stream):
         self.services = cast("TapServices", tap)
         self._schema_with_extras: dict[str, Any] | None = None
         self._schema_keys: tuple[str, ...] = ()
+        # No bookmark passes this instant: when this run started, by the tap's UTC clock.
+        self.run_started: str = format_instant(datetime.now(UTC))
+        self._warned_future: set[tuple[Any, ...]] = set()
         super().__init__(tap, name=name)
         self._prefetched: dict[tuple[Any, ...], Any] = {}
         self._normaliser: Normaliser | bool | None = False  # False: not built yet
@@ -84,11 +102,30 @@ class CodatStream(Stream):
     def state_manager(self) -> IndexedStateManager:
         """The SDK's state manager, with partitions found through an index (see state.py)."""
         if self._state_manager is None:
-            self._state_manager = IndexedStateManager(
+            manager = IndexedStateManager(
                 tap_name=self.tap_name, stream_name=self.name, tap_state=self._tap_state,
                 state_partitioning_keys=self.state_partitioning_keys, is_sorted=self.is_sorted,
-                check_sorted=self.check_sorted)
+                check_sorted=self.check_sorted, on_future=self._warn_future)
+            manager.ceiling = self.run_started
+            self._state_manager = manager
         return self._state_manager  # type: ignore[return-value]
+
+    def get_replication_key_signpost(self, context: Context | None = None) -> str | None:
+        """The SDK's signpost (the most a bookmark may say): :attr:`run_started`, for every
+        incremental stream whatever its key's type (the SDK sets one only for ``date-time``
+        keys, and applies it only to unsorted streams: :class:`IndexedStateManager` applies it)."""
+        return self.run_started if self.replication_key else None
+
+    def _warn_future(self, context: Context | None, value: str, ceiling: str) -> None:
+        """One warning per connection and data type for records dated after the run's start."""
+        key = context_key(context or {})
+        if key not in self._warned_future:
+            self._warned_future.add(key)
+            where = partition_name(context)
+            self.logger.warning("%s (%s): a record has %s %s, after this run started (%s by this machine's "
+                                "clock); emitted, but the bookmark does not move past the run's start, so the "
+                                "next run reads it again (further ones are not logged)", self.name, where,
+                                self.replication_key, value, ceiling)
 
     @property
     def undeclared_fields(self) -> UndeclaredMode:
@@ -113,7 +150,10 @@ class CodatStream(Stream):
             # Built on first use: the catalog (what SCHEMA declares) is applied after __init__.
             self._normaliser = build_normaliser(self.effective_schema, self.name, self.undeclared_fields)
         if self._normaliser:
-            self._normaliser(row)  # type: ignore[operator]
+            try:
+                self._normaliser(row)  # type: ignore[operator]
+            except (UnfitValueError, TooDeepError) as exc:  # that partition stops, with one line
+                raise type(exc)(f"{self.name} ({partition_name(context)}): {exc}") from None
         return row
 
     def generate_child_contexts(self, record: dict[str, Any], context: Context | None) -> Iterable[Context | None]:

@@ -23,6 +23,8 @@ from singer_sdk.singerlib.encoding.base import GenericSingerWriter
 from singer_sdk.singerlib.encoding.simple import Message, SchemaMessage
 from singer_sdk.singerlib.json import serialize_json
 
+from .codat.errors import TooDeepError
+
 
 class OutputError(Exception):
     """stdout cannot be written: the target closed it, or the disk behind it is full. The run
@@ -48,7 +50,15 @@ def serialize(data: dict[str, Any]) -> bytes:
     try:
         return orjson.dumps(data, default=_default, option=orjson.OPT_APPEND_NEWLINE)
     except (TypeError, orjson.JSONEncodeError):
+        pass
+    try:
         return serialize_json(data).encode() + b"\n"
+    except RecursionError:  # nested deeper than the SDK's serialiser follows (~1,000 levels)
+        record = data.get("record")
+        where = ", ".join(f"{key.removesuffix('Id')} {record[key]}" for key in ("companyId", "connectionId")
+                          if isinstance(record, dict) and key in record)
+        raise TooDeepError(f"{data.get('stream', data.get('type'))} ({where}): a record holds JSON nested deeper than "
+                           "can be written (about 1,000 levels); stopping rather than writing it cut") from None
 
 
 class OrjsonWriter(GenericSingerWriter[bytes, Message]):

@@ -17,7 +17,7 @@ from singer_sdk.singerlib.catalog import REPLICATION_INCREMENTAL
 from .changes import MARKER, ChangeFilter
 from .client import CodatStream, context_key
 from .codat.data_types import CommerceEndpoint
-from .codat.dates import parse_instant
+from .codat.dates import format_instant, parse_instant
 from .codat.http import CodatError, RequestFailedError
 from .codat.operations import refresh, wait_for_sync, which_is_gone
 from .codat.paging import KeysetStream, PageStream, records_of
@@ -291,8 +291,14 @@ class CommerceStream(CodatStream):
         """
         if self.replication_method != REPLICATION_INCREMENTAL or not self.replication_key:
             return None
-        candidates = [parse_instant(str(v)) for v in (self._bookmark(context), self.config.get("start_date")) if v]
-        known = [c for c in candidates if c is not None]
+        bookmark = parse_instant(str(self._bookmark(context) or ""))
+        if bookmark is not None and format_instant(bookmark) > self.run_started:
+            # Left by a version that let a record from the future move it: it would hide every later record.
+            self.logger.warning("%s (company %s, connection %s): the bookmark %s is after this run's start; read "
+                                "as if there were none", self.name, context["companyId"], context["connectionId"],
+                                format_instant(bookmark))
+            bookmark = None
+        known = [c for c in (bookmark, parse_instant(str(self.config.get("start_date") or ""))) if c is not None]
         return max(known) if known else None
 
     def _incoming_partition(self, context: Context) -> dict[str, Any]:
@@ -358,6 +364,10 @@ class CommerceStream(CodatStream):
 
     def post_process(self, row: dict[str, Any], context: Context | None = None) -> dict[str, Any] | None:
         assert context is not None
+        if row.__class__ is not dict:
+            raise RecordError(f"{self.name} (company {context['companyId']}, connection {context['connectionId']}): "
+                              f"Codat sent a record that is {type(row).__name__}, not a JSON object; stopping "
+                              "rather than loading it")
         if not self.endpoint.single_object and row.get("id") is None:
             raise RecordError(f"{self.name} (company {context['companyId']}, connection {context['connectionId']}): "
                               "Codat sent a record without an id, which cannot be keyed; stopping rather than "

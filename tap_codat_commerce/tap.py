@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
-import json
 import logging
 import os
 import signal
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
 from types import FrameType
-from typing import IO, Any
+from typing import Any
 
 import click
 import jsonschema
@@ -38,6 +37,7 @@ from .failures import (
     EXIT_WITH_FAILURES,
     RunReport,
 )
+from .inputs import InputFileError, check_catalog, read_json_input
 from .normalise import UNDECLARED, declare_undeclared
 from .output import OrjsonWriter, OutputError
 from .progress import Progress, quiet_sdk_logs
@@ -55,7 +55,7 @@ from .settings import (
     settings_errors,
     settings_from_environment,
 )
-from .state import DEFAULT_STATE_INTERVAL, IntervalStateWriter
+from .state import DEFAULT_STATE_INTERVAL, IntervalStateWriter, readable_state
 from .streams import CommerceStream, CompaniesStream, ConnectionsStream
 
 HELP = """Extract Codat commerce data (companies, connections and eleven commerce data types) as Singer
@@ -252,6 +252,11 @@ class TapCodatCommerce(Tap):
                 entry.schema = Schema.from_dict(declare_undeclared(entry.schema.to_dict()))
         super().setup_mapper()
 
+    def load_state(self, state: dict[str, Any]) -> None:
+        """The SDK's state loading, with what cannot be read as bookmarks left out (one warning;
+        see :func:`~tap_codat_commerce.state.readable_state`)."""
+        super().load_state(readable_state(state, "the state", self.logger))
+
     def _terminate(self, signum: int, frame: FrameType | None) -> None:
         """SIGTERM/SIGINT: write the current STATE (valid for a resume: every record before it
         has been written), then stop the sync; :meth:`invoke` exits 128 + ``signum``."""
@@ -434,15 +439,15 @@ class TapCodatCommerce(Tap):
 
     @classmethod
     def _invoke_sync(cls, *, about: bool = False, about_format: str | None = None,
-                     config: CommandLineSettings | None = None, state: IO[str] | None = None,
-                     catalog: IO[str] | None = None) -> None:
-        """The SDK's ``Tap.invoke`` (``--about``, or build the tap and sync), syncing with :meth:`run_sync`."""
+                     config: CommandLineSettings | None = None, state: dict[str, Any] | None = None,
+                     catalog: dict[str, Any] | None = None) -> None:
+        """The SDK's ``Tap.invoke`` (``--about``, or build the tap and sync), syncing with :meth:`run_sync`;
+        ``state`` and ``catalog`` as :meth:`cb_input_file` read them."""
         super(Tap, cls).invoke(about=about, about_format=about_format)
         cls.print_version(print_fn=cls.logger.info)
         config = config or CommandLineSettings()
-        tap = cls(config=config.config, state=None if state is None else json.loads(state.read()),
-                  catalog=None if catalog is None else json.loads(catalog.read()),
-                  parse_env_config=config.parse_env, validate_config=True)
+        tap = cls(config=config.config, state=state, catalog=catalog, parse_env_config=config.parse_env,
+                  validate_config=True)
         tap.run_sync()
 
     @classmethod
@@ -459,6 +464,24 @@ class TapCodatCommerce(Tap):
             return CommandLineSettings(gather_settings(value, cls.settings_properties(), os.environ))
         except SettingsError as exc:
             return CommandLineSettings(problems=exc.lines)
+
+    @classmethod
+    def cb_input_file(cls, ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+        """``--state`` / ``--catalog`` FILE: read and checked now (see inputs.py); a file the tap
+        cannot use is one ERROR line naming it, and exit code 1. Returns the checked JSON."""
+        if value is None:
+            return None
+        option = f"--{param.name}"
+        try:
+            loaded = read_json_input(option, value)
+            if param.name == "catalog":
+                check_catalog(f"{option} {value}", loaded)
+            else:
+                loaded = readable_state(loaded, f"{option} {value}", cls.logger)
+        except InputFileError as exc:
+            cls.logger.error("%s", exc)
+            ctx.exit(1)
+        return loaded
 
     @classmethod
     def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:  # type: ignore[override]
@@ -489,6 +512,9 @@ class TapCodatCommerce(Tap):
             if option.name == "config" and isinstance(option, click.Option):
                 option.help = ("Settings file (JSON), or ENV; settings missing from the files are read from "
                                "TAP_CODAT_COMMERCE_<SETTING> environment variables.")
+            elif option.name in ("state", "catalog") and isinstance(option, click.Option):
+                option.type = click.STRING  # read by cb_input_file: one line for any fault, never click's usage
+                option.callback = cls.cb_input_file
             elif option.name == "test" and isinstance(option, click.Option):
                 option.help = ("Check the settings, the API key, the companies and connections, and read one "
                                "record of each data type; say what passed, exit 1 on failure. "

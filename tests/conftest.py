@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -104,6 +105,19 @@ class Api:
         response = requests.post(self.base + "/_sandbox/records", timeout=10, data=body.encode(),
                                  headers={"Content-Type": "application/json"})
         response.raise_for_status()
+
+    def wait_for_syncs(self, timeout: float = 30) -> None:
+        """Until no commerce data type of any company is Queued, Fetching or Mapping (fails after
+        ``timeout`` seconds): a wait on the condition, never a sleep that may be too short."""
+        deadline = time.monotonic() + timeout
+        while True:
+            running = [(c["id"], t) for c in self.companies()
+                       for t, s in self.get(f"/companies/{c['id']}/dataStatus").json().items()
+                       if isinstance(s, dict) and s.get("currentStatus") in ("Queued", "Fetching", "Mapping")]
+            if not running:
+                return
+            assert time.monotonic() < deadline, f"syncs still running after {timeout} s: {running[:3]}"
+            time.sleep(0.05)
 
     def requests_log(self) -> dict[str, Any]:
         return requests.get(self.base + "/_sandbox/requests", timeout=10).json()

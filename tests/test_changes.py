@@ -89,7 +89,7 @@ def test_after_a_scoped_advance_exactly_the_touched_triples_are_read(start_sandb
 def test_a_sync_in_progress_is_read_and_read_again_once_it_completes(start_sandbox):
     sandbox = start_sandbox(companies=2, orders=30, sync_delay=1.5)
     api = Api(sandbox)
-    time.sleep(1.6)  # the seeded first syncs
+    api.wait_for_syncs()  # the seeded first syncs
     first = run_tap(tap_config(sandbox))
     company = api.commerce_connections()[0][0]
     api.advance(seconds=60, updates=2, inserts=1, companies=[company], dataTypes=["commerce-orders"])
@@ -98,7 +98,7 @@ def test_a_sync_in_progress_is_read_and_read_again_once_it_completes(start_sandb
     api.reset_requests()
     during = run_tap(tap_config(sandbox), state=first.final_state)
     assert {p for _, _, p in data_requests(api)} == {"commerce-orders"}  # running: read as before
-    time.sleep(1.6)
+    api.wait_for_syncs()
     api.reset_requests()
     after = run_tap(tap_config(sandbox), state=during.final_state)
     assert {p for _, _, p in data_requests(api)} == {"commerce-orders"}  # a new successful sync: read again

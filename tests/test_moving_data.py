@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import os
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -367,3 +368,74 @@ def test_a_later_page_older_than_an_earlier_one_stops_nothing(start_sandbox, tmp
     assert {r["id"] for r in records} == {f"o{n}" for n in range(1, 7)}
     # The bookmark names an instant that was emitted, at or before which every record was emitted.
     assert bookmark in {r["modifiedDate"] for r in records}
+
+
+# --- 5. a record from the future (issue 20, point 3) ---------------------------------------------
+def test_a_record_from_the_future_does_not_move_the_bookmark_past_the_run_start(start_sandbox, caplog):
+    """A record dated 2099 (a platform's bad clock) is emitted, with one warning per connection and
+    data type, but no bookmark passes the run's start: a record added later is read by the next run."""
+    sandbox = start_sandbox(companies=1, orders=5, accounting_every=0)
+    api = Api(sandbox)
+    company_id, connection_id = first_commerce_connection(api)
+    orders = literal_orders(["2025-05-01T00:00:01Z", "2099-01-01T00:00:00Z", "2099-06-01T00:00:00Z"])
+    api.set_records(company_id, connection_id, "commerce-orders", orders)
+    started = canonical(datetime.now(UTC).isoformat())
+    first = run_tap(tap_config(sandbox, page_size=2))
+    assert order_ids(first) == ["o1", "o2", "o3"]  # the future records are emitted
+    mark = bookmarks(first.final_state, "orders")[(company_id, connection_id)]
+    assert mark == "2025-05-01T00:00:01.000000Z" and mark <= started
+    future = [r for r in caplog.records if "after this run started" in r.getMessage()]
+    assert len(future) == 1 and company_id in future[0].getMessage() and connection_id in future[0].getMessage()
+    for stream, marks in ((s, bookmarks(first.final_state, s)) for s in first.final_state["bookmarks"]):
+        assert all(value <= started or value < "2099" for value in marks.values()), stream
+    added = {"id": "o4", "currency": "GBP", "totalAmount": 4,
+             "modifiedDate": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
+    api.set_records(company_id, connection_id, "commerce-orders", [*orders, added])
+    caplog.clear()
+    second = run_tap(tap_config(sandbox, page_size=2, skip_unchanged=False), state=first.final_state)
+    assert order_ids(second) == ["o1", "o4", "o2", "o3"]  # the new one, and the future ones again (expected)
+    assert bookmarks(second.final_state, "orders")[(company_id, connection_id)] == canonical(added["modifiedDate"])
+    assert len([r for r in caplog.records if "after this run started" in r.getMessage()]) == 1
+
+
+def test_a_bookmark_already_in_the_future_is_read_as_if_there_were_none(start_sandbox, caplog):
+    """A STATE poisoned by a version without the rule above is not obeyed: it would hide every record."""
+    sandbox = start_sandbox(companies=1, orders=5, accounting_every=0)
+    api = Api(sandbox)
+    company_id, connection_id = first_commerce_connection(api)
+    api.set_records(company_id, connection_id, "commerce-orders", literal_orders(["2025-05-01T00:00:01Z"]))
+    state = {"bookmarks": {"orders": {"partitions": [{
+        "context": {"companyId": company_id, "connectionId": connection_id},
+        "replication_key": "modifiedDate", "replication_key_value": "2099-01-01T00:00:00.000000Z"}]}}}
+    run = run_tap(tap_config(sandbox), state=state)
+    assert order_ids(run) == ["o1"]
+    assert bookmarks(run.final_state, "orders")[(company_id, connection_id)] == "2025-05-01T00:00:01.000000Z"
+    assert [r for r in caplog.records if "is after this run's start" in r.getMessage()]
+
+
+# --- 6. the newest version wins (issue 20, point 7) ----------------------------------------------
+@pytest.mark.parametrize(("concurrency", "page_size"), [(1, 2), (8, 2), (1, 3)])
+def test_a_record_restamped_within_the_second_being_read_is_emitted_again_newest_last(
+        start_sandbox, concurrency, page_size):
+    """o1 is re-stamped later within its own second after page 1 (a platform saving twice in a
+    second): the keyset meets it again in that second and emits that newer version, after the
+    older one; records met again unchanged are never emitted twice."""
+    sandbox = start_sandbox(companies=1, orders=5, accounting_every=0)
+    api = Api(sandbox)
+    company_id, connection_id = first_commerce_connection(api)
+    stamps = ["2025-05-01T00:00:05.1Z", "2025-05-01T00:00:05.2Z", "2025-05-01T00:00:05.3Z",
+              "2025-05-01T00:00:05.4Z", "2025-05-01T00:00:07Z", "2025-05-01T00:00:08Z"]
+    api.set_records(company_id, connection_id, "commerce-orders", literal_orders(stamps))
+    api.faults(restamp_every=1, restamp_count=1, restamp_times=1, restamp_path="commerce-orders",
+               restamp_within_second=True)
+    run = run_tap(tap_config(sandbox, page_size=page_size, max_concurrency=concurrency))
+    orders = run.records["orders"]
+    assert Counter(order_ids(run)) == {"o1": 2, "o2": 1, "o3": 1, "o4": 1, "o5": 1, "o6": 1}
+    copies = [r for r in orders if r["id"] == "o1"]
+    assert copies[0]["modifiedDate"] == "2025-05-01T00:00:05.100000Z"
+    assert copies[1]["modifiedDate"] == "2025-05-01T00:00:05.550000Z"  # the newer version, emitted later
+    assert [r["modifiedDate"] for r in orders] == sorted(r["modifiedDate"] for r in orders)
+    truth = api.truth()
+    newest = {r["id"]: canonical(r["modifiedDate"]) for r in truth[company_id][connection_id]["commerce-orders"]}
+    last_emitted = {r["id"]: r["modifiedDate"] for r in orders}  # what an upserting target keeps
+    assert last_emitted == newest

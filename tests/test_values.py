@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -320,3 +321,105 @@ def test_a_signal_mid_sync_exits_non_zero_and_the_last_state_resumes(start_sandb
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert emitted_keys(received) | emitted_keys(resumed.messages) == truth
 
+
+
+# 6. every RECORD validates against its SCHEMA (issue 20, point 4) -------------------------------------
+# Each value of another JSON type than declared, as Codat may send it, and what it must become.
+MISTYPED = [
+    ('"id": 123', "id", "123"),  # an integer id where the schema says string: its exact text
+    ('"orderNumber": 1234567890123456789012', "orderNumber", "1234567890123456789012"),
+    ('"country": 12345678901234567.890', "country", "12345678901234567.890"),  # a Decimal keeps its digits
+    ('"currency": 0.1', "currency", "0.1"),  # a float: its shortest text
+    ('"totalDiscount": "2.50"', "totalDiscount", Decimal("2.50")),  # exact text where a number is: the number
+    ('"totalAmount": {"amount": 1}', "totalAmount", None),  # an object where a number is
+    ('"totalRefund": true', "totalRefund", None),  # a boolean where a number is
+    ('"totalTaxAmount": [1]', "totalTaxAmount", None),
+    ('"closedDate": 20240101', "closedDate", None),  # a number where a date-time is
+    ('"createdDate": {"at": "2024"}', "createdDate", None),
+    ('"orderLineItems": "none"', "orderLineItems", None),  # text where an array is
+    ('"payments": {"id": "p"}', "payments", None),  # an object where an array is
+    ('"customerRef": "c1"', "customerRef", None),  # text where an object is
+    ('"locationRef": ["l1"]', "locationRef", None),
+    ('"serviceCharges": [{"description": 5}, "x", null]', "serviceCharges", [{"description": "5"}, None, None]),
+    ('"supplementalData": {"content": {"a": {"b": 1}, "c": 3}}', "supplementalData", {"content": {"a": {"b": 1},
+                                                                                                  "c": None}}),
+]
+
+
+def mistyped_orders() -> str:
+    rows = [f'{{"id": "o{n}", "modifiedDate": "2025-06-01T00:00:{n:02d}Z", {field}}}'
+            for n, (field, _, _) in enumerate(MISTYPED)]
+    return "[" + ", ".join(rows) + "]"
+
+
+def assert_every_record_fits_its_schema(messages: list[dict]) -> int:
+    import jsonschema
+
+    schemas, checked = {}, 0
+    for message in messages:
+        if message["type"] == "SCHEMA":
+            schemas[message["stream"]] = jsonschema.Draft7Validator(message["schema"])
+        elif message["type"] == "RECORD":
+            errors = [f"{list(e.path)}: {e.message}" for e in schemas[message["stream"]].iter_errors(message["record"])]
+            assert not errors, (message["stream"], message["record"].get("id"), errors[:3])
+            checked += 1
+    return checked
+
+
+@pytest.mark.parametrize("undeclared", ["drop", "keep"])
+def test_every_record_validates_against_the_schema_it_was_sent_under(start_sandbox, tmp_path, undeclared):
+    sandbox = start_sandbox(companies=1, orders=5, accounting_every=0)
+    api = Api(sandbox)
+    company_id, connection_id = first_commerce_connection(api)
+    api.set_records_text(company_id, connection_id, "commerce-orders", mistyped_orders())
+    config = write_json(tmp_path, "config.json", tap_config(sandbox, undeclared_fields=undeclared))
+    result = run_cli(["--config", config], env={**os.environ})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    messages = messages_exact(result.stdout)
+    assert assert_every_record_fits_its_schema(messages) > len(MISTYPED)  # every stream, every record
+    orders = {o["modifiedDate"]: o for o in records_of(messages, "orders")}
+    assert len(orders) == len(MISTYPED)
+    for n, (_, field, expected) in enumerate(MISTYPED):
+        order = orders[f"2025-06-01T00:00:{n:02d}.000000Z"]
+        assert order[field] == expected and type(order[field]) is type(expected), (field, order[field])
+        if expected is None and undeclared == "keep":  # the value is kept, as JSON, beside the null
+            assert field in order["_codat_undeclared"], field
+    warned = [line for line in result.stderr.splitlines() if "where the schema says" in line]
+    nulled = {f for _, f, e in MISTYPED if e is None} | {"serviceCharges[]", "supplementalData.content.*"}
+    assert len(warned) == len(nulled), warned  # one warning per field and stream
+
+
+def test_a_key_of_another_type_that_cannot_be_text_stops_that_partition_with_one_line(start_sandbox, tmp_path):
+    sandbox = start_sandbox(companies=1, orders=5, accounting_every=0)
+    api = Api(sandbox)
+    company_id, connection_id = first_commerce_connection(api)
+    api.set_records_text(company_id, connection_id, "commerce-orders",
+                         '[{"id": {"n": 1}, "modifiedDate": "2025-06-01T00:00:00Z"}]')
+    result = run_cli(["--config", write_json(tmp_path, "config.json", tap_config(sandbox))], env={**os.environ})
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert all(part in errors[0] for part in ("orders", company_id, connection_id, "orders.id", "an object"))
+
+
+@pytest.mark.slow
+def test_meltano_run_into_target_jsonl_loads_records_of_every_mistyped_kind(start_sandbox, tmp_path):
+    """target-jsonl validates every RECORD against its SCHEMA: it exits 0 on the mistyped orders."""
+    import uuid
+
+    from tests.conftest import meltano, meltano_env
+
+    sandbox = start_sandbox(companies=1, orders=5, accounting_every=0)
+    api = Api(sandbox)
+    company_id, connection_id = first_commerce_connection(api)
+    api.set_records_text(company_id, connection_id, "commerce-orders", mistyped_orders())
+    env = meltano_env(sandbox, TARGET_JSONL_DESTINATION_PATH=str(tmp_path), TARGET_JSONL_DO_TIMESTAMP_FILE="false")
+    suffix = f"test{uuid.uuid4().hex[:8]}"
+    meltano("install", "extractor", "tap-codat-commerce", env=env)
+    meltano("install", "loader", "target-jsonl", env=env)
+    try:
+        meltano("run", "--state-id-suffix", suffix, "tap-codat-commerce", "target-jsonl", env=env)
+    finally:
+        meltano("state", "clear", "--force", f"dev:tap-codat-commerce-to-target-jsonl:{suffix}", env=env)
+    assert len((tmp_path / "orders.jsonl").read_text().splitlines()) == len(MISTYPED)

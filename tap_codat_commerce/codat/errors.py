@@ -97,9 +97,18 @@ class UnreachableError(RequestFailedError):
         self.whole_run = True
 
 
+class TooDeepError(CodatError):
+    """JSON nested deeper than the parser (or the writer) can follow: that partition stops with one
+    line (not retried: the same body fails the same way)."""
+
+    cause = "JSON too deep"
+    whole_run = False
+
+
 class InvalidJSONError(ValueError):
     """A body that no JSON parser accepts (truncated, or not JSON at all)."""
 
 
 __all__ = ["AuthError", "CancelledError", "CodatError", "ForbiddenError", "InvalidJSONError", "MaintenanceError",
-           "QuotaExhaustedError", "QuotaReserveReachedError", "RequestFailedError", "UnreachableError", "company_of"]
+           "QuotaExhaustedError", "QuotaReserveReachedError", "RequestFailedError", "TooDeepError", "UnreachableError",
+           "company_of"]

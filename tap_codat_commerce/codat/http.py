@@ -19,6 +19,7 @@ import itertools
 import json
 import logging
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from .errors import (
     QuotaExhaustedError,
     QuotaReserveReachedError,
     RequestFailedError,
+    TooDeepError,
     UnreachableError,
     company_of,
 )
@@ -91,10 +93,16 @@ def decode_json(content: bytes | str) -> Any:
         return _decoder.decode(content)
     except msgspec.DecodeError:
         pass
+    except RecursionError:
+        raise TooDeepError(f"the answer holds JSON nested deeper than the parser allows (about "
+                           f"{sys.getrecursionlimit()} levels); stopping rather than loading it cut") from None
     try:
         # NaN/Infinity literals become Decimals, so that every float a body gives is finite.
         return json.loads(content, parse_float=_number, parse_constant=Decimal)
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:
+        raise TooDeepError(f"the answer holds JSON nested deeper than the parser allows (about "
+                           f"{sys.getrecursionlimit()} levels); stopping rather than loading it cut") from None
+    except ValueError as exc:
         raise InvalidJSONError(str(exc)) from None
 
 
@@ -543,5 +551,6 @@ def is_loopback(url: str) -> bool:
 
 __all__ = ["MAX_PAGE_SIZE", "AuthError", "CancelledError", "CodatClient", "CodatError", "ForbiddenError",
            "InvalidJSONError", "MaintenanceError", "QuotaExhaustedError", "QuotaReserveReachedError",
-           "RequestFailedError", "RequestTiming", "RetryPolicy", "UnreachableError", "auth_header", "decode_json",
+           "RequestFailedError", "RequestTiming", "RetryPolicy", "TooDeepError", "UnreachableError", "auth_header",
+           "decode_json",
            "endpoint_template", "is_loopback", "parse_retry_after"]

@@ -42,10 +42,14 @@ def changed_triples(lines: list[str], where: str) -> set[Triple]:
             kind = str(event.get("eventType", ""))
             payload = event["payload"]
             company_id = str(payload["referenceCompany"]["id"])
-            data_types = payload.get("dataTypes") or []
-        except (ValueError, KeyError, TypeError, AttributeError):
+            data_types = payload.get("dataTypes")
+            data_types = [] if data_types is None else data_types
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise EventsFileError(f"{where} line {number}: not a Codat read.completed event (one JSON object "
                                   "a line, as the webhook posts it)") from None
+        if not isinstance(data_types, list) or not all(isinstance(entry, dict) for entry in data_types):
+            raise EventsFileError(f"{where} line {number}: payload.dataTypes must be a list of objects "
+                                  "({\"dataType\": …, \"connectionId\": …}), as the webhook posts it")
         if not kind.startswith("read.completed"):
             continue
         for entry in data_types:

@@ -8,9 +8,13 @@ Two readers:
 - :class:`KeysetStream`, by ``modifiedDate``, for commerce data that Codat re-stamps
   while it is read. Every request asks for ``modifiedDate>={the last second read}``
   from page 1, so a record that moves to the end shifts nothing past the cursor; the
-  ids already emitted in that second are skipped. A second holding more records than a
-  page (a Codat re-map stamps thousands at once) is read by page number within that
-  second, again until a whole pass sees the second stand still.
+  records already emitted in that second are skipped: an id met again is skipped only if
+  it is the same version (same ``modifiedDate`` and content, by a hash of its body), so a
+  record re-stamped within the second being read is emitted again, the newer version last
+  (the newest version wins in an upserting target), while an unchanged one is never
+  emitted twice. A second holding more records than a page (a Codat re-map stamps
+  thousands at once) is read by page number within that second, again until a whole pass
+  sees the second stand still.
 
 Whether more pages follow is what the server says: a ``_links.next`` link, or
 ``totalResults`` beyond the records served so far at the server's ``pageSize``; a
@@ -21,12 +25,14 @@ answered) is read whole. An empty page always ends a list.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import pairwise
 from typing import Any
+
+import msgspec
 
 from .dates import canonical, next_second, query_second, second_of
 from .http import CodatClient, CodatError, RequestFailedError
@@ -164,7 +170,8 @@ class Cursor:
     second: str | None = None  # reading only this second, by page number
     passes: int = 0  # completed passes over ``second``
     pass_total: int | None = None  # the second's count when this pass began
-    seen: frozenset[str] = frozenset()  # ids emitted whose modifiedDate is in the second ``seen_in``
+    # id → version (see :func:`version_of`) of the records emitted whose modifiedDate is in the second ``seen_in``
+    seen: Mapping[str, int] = field(default_factory=dict)
     seen_in: str | None = None
     full_read: bool = False  # began without a query: records without modifiedDate are read too
     nulls_first: bool = False  # the server lists null modifiedDates first (seen on page 1)
@@ -184,6 +191,24 @@ class Step:
 def _key(record: dict[str, Any]) -> str | None:
     value = record.get(MODIFIED)
     return canonical(value) if isinstance(value, str) else None
+
+
+_encode = msgspec.json.Encoder(decimal_format="string").encode
+
+
+def version_of(record: dict[str, Any]) -> int:
+    """A hash of the whole record as the server sent it: two copies of one id with the same
+    version are the same record (one of them need not be emitted)."""
+    try:
+        return hash(_encode(record))
+    except (TypeError, OverflowError, msgspec.EncodeError):  # integers beyond 64 bits, …
+        return hash(repr(record))
+    except RecursionError:  # nested deeper than an encoder follows: its id and date must do
+        return hash((str(record.get("id")), str(record.get(MODIFIED))))
+
+
+def _versions(records: Iterator[dict[str, Any]]) -> dict[str, int]:
+    return {str(record.get("id")): version_of(record) for record in records}
 
 
 class KeysetStream:
@@ -257,9 +282,16 @@ class KeysetStream:
         return self._keyset_step(cursor, page, keyed)
 
     def _emit(self, cursor: Cursor, keyed: list[tuple[str | None, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+        """The records of a page to emit: all but those already emitted in this version."""
         seen, seen_in = cursor.seen, cursor.seen_in
-        return [("" if key is None else key, record) for key, record in keyed
-                if key is None or second_of(key) != seen_in or record.get("id") not in seen]
+        emitted = []
+        for key, record in keyed:
+            if key is not None and seen and second_of(key) == seen_in:
+                known = seen.get(str(record.get("id")))
+                if known is not None and known == version_of(record):
+                    continue  # emitted already, unchanged
+            emitted.append(("" if key is None else key, record))
+        return emitted
 
     def _step(self, emitted: list[tuple[str, dict[str, Any]]], following: Cursor | None, notes: list[str] | None = None,
               ) -> Step:
@@ -288,16 +320,16 @@ class KeysetStream:
             return self._step(emitted, replace(cursor, page=cursor.page + 1), notes)
         if cursor.lower is not None and top == cursor.lower:
             # The whole page is one second, and more follow: read that second by page number.
-            seen = cursor.seen | {str(r.get("id")) for k, r in keyed if k is not None and second_of(k) == top}
+            seen = {**cursor.seen, **_versions(r for k, r in keyed if k is not None and second_of(k) == top)}
             return self._step(emitted, replace(cursor, second=top, page=1, passes=0, pass_total=None,
-                                               seen=frozenset(seen), seen_in=top))
-        seen = frozenset(str(r.get("id")) for k, r in keyed if k is not None and second_of(k) == top)
+                                               seen=seen, seen_in=top))
+        seen = _versions(r for k, r in keyed if k is not None and second_of(k) == top)
         return self._step(emitted, replace(cursor, lower=top, page=1, seen=seen, seen_in=top))
 
     def _second_step(self, cursor: Cursor, page: Page, keyed: list[tuple[str | None, dict[str, Any]]]) -> Step:
         assert cursor.second is not None
         emitted = self._emit(cursor, keyed)
-        seen = cursor.seen | {str(r.get("id")) for _, r in keyed}
+        seen = {**cursor.seen, **_versions(r for _, r in keyed)}
         pass_total = cursor.pass_total if cursor.pass_total is not None else page.total
         if page.more:
             return self._step(emitted, replace(cursor, page=cursor.page + 1, seen=seen, pass_total=pass_total))
@@ -313,7 +345,7 @@ class KeysetStream:
                                "reading it again"])
         after = query_second(next_second(cursor.second))[:19]
         return self._step(emitted, replace(cursor, lower=after, second=None, page=1, passes=0, pass_total=None,
-                                           seen=frozenset(), seen_in=None))
+                                           seen={}, seen_in=None))
 
     def _nulls_step(self, cursor: Cursor, page: Page, keyed: list[tuple[str | None, dict[str, Any]]]) -> Step:
         emitted = [("", record) for key, record in keyed if key is None]

@@ -52,12 +52,36 @@ class Response:
         self.headers = headers or {}
 
 
+class Nested:
+    """A literal record's field given as ``{"_sandbox_nested": N}``: served as objects nested
+    N deep (``{"level": {"level": … 1}}``), deeper than any JSON parser's recursion allows
+    when N is large (written as text: no encoder recurses through it)."""
+
+    MARKER = "_sandbox_nested"
+
+    def __init__(self, depth: int) -> None:
+        self.text = b'{"level":' * depth + b"1" + b"}" * depth
+
+    @classmethod
+    def expand(cls, record: dict[str, Any]) -> dict[str, Any]:
+        """A copy of ``record`` with every marker (in it or in its objects) made a Nested value."""
+        return {k: (cls(int(v[cls.MARKER])) if cls.MARKER in v else cls.expand(v)) if isinstance(v, dict) else v
+                for k, v in record.items()}
+
+
+def _fragment(value: Any) -> Any:
+    if isinstance(value, Nested):
+        return orjson.Fragment(value.text)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def encode(body: Any) -> bytes:
     """JSON as Codat writes it: orjson for speed; exact decimals (literal records given with
     more digits than a double holds, as .NET decimals are), integers beyond 64 bits and text
-    with lone surrogates (escaped as ``\\ud83d``) through simplejson, digit for digit."""
+    with lone surrogates (escaped as ``\\ud83d``) through simplejson, digit for digit.
+    (:class:`Nested` values are written by orjson only: not beside such values.)"""
     try:
-        return orjson.dumps(body)
+        return orjson.dumps(body, default=_fragment)
     except (TypeError, orjson.JSONEncodeError):
         return simplejson.dumps(body, use_decimal=True, allow_nan=True, separators=(",", ":")).encode()
 
@@ -423,18 +447,20 @@ class Api:
         if target.data is None or not target.first_sync_done(data_type):
             raise ApiError(409, "The data set has not been requested.")
         collection = target.data.collections[data_type]
+        literal = target.data.literals.get(data_type)
         if data_type == "commerce-companyInfo":
-            return Response(200, drifted([collection.record(0)], self.world.settings.drift)[0])
+            info = Nested.expand(literal.records[0]) if literal is not None and literal.records else \
+                collection.record(0)
+            return Response(200, drifted([info], self.world.settings.drift)[0])
         settings = self.world.settings
         where = f"/companies/{company}/connections/{connection}/data/{path}"
-        literal = target.data.literals.get(data_type)
         if literal is not None:
             body = query_list(literal.records, params, where, cap=settings.page_size_cap,
                               nulls_first=settings.nulls_first, ordered=literal.ordered)
             position = {id(r): i for i, r in enumerate(literal.records)}
             served = [position[id(r)] for r in body["results"]]
             self.world.after_data_page(where, literal, served)
-            body["results"] = [dict(r) for r in body["results"]]
+            body["results"] = [Nested.expand(r) for r in body["results"]]
         else:
             body, indices = collection_page(collection, params, where, settings.page_size_cap)
             self.world.after_data_page(where, collection, indices)
@@ -836,8 +862,8 @@ class SandboxApp:
             for name in ("latency_ms", "error_rate", "drop_rate", "truncate_rate", "concurrency_limit",
                          "rate_limit_per_minute", "daily_quota", "retry_after", "drift", "change_every",
                          "page_size_cap", "nulls_first", "restamp_every", "restamp_count", "restamp_times",
-                         "restamp_path", "ip_limit_per_minute", "ip_block_after", "ip_block_seconds",
-                         "company_daily_quota"):
+                         "restamp_path", "restamp_within_second", "ip_limit_per_minute", "ip_block_after",
+                         "ip_block_seconds", "company_daily_quota"):
                 if name in body:
                     setattr(self.settings, name, type(getattr(self.settings, name))(body[name]))
             if {"ip_limit_per_minute", "ip_block_after", "ip_block_seconds"} & set(body):

@@ -74,6 +74,7 @@ class Settings:
     restamp_count: int = 1  # ... this many (the page's first), to a new later modifiedDate
     restamp_times: int = 0  # ... at most this many times (0: no limit)
     restamp_path: str = ""  # ... counting only pages whose path contains this (e.g. commerce-orders)
+    restamp_within_second: bool = False  # ... literal records: later within their own second instead
     data_dir: str | None = None  # keep the world here across restarts (None: in memory only)
     one_time_links: bool = False  # new links carry ?otp=…, work once and expire a day after creation
     webhook_url: str | None = None  # POST Codat's read.completed events here when a sync completes
@@ -367,6 +368,9 @@ class World:
                 and (s.restamp_times <= 0 or self.restamps < s.restamp_times)):
             self.restamps += 1
             for index in served[: s.restamp_count]:
+                if s.restamp_within_second and isinstance(collection, LiteralCollection):
+                    collection.restamp_within_second(index)
+                    continue
                 self.clock += 1
                 collection.update(index, self.clock)
 
