@@ -122,9 +122,10 @@ def _exit_now(code: int) -> None:
 class Terminated(BaseException):
     """SIGTERM or SIGINT arrived: the sync stops, the run exits 128 + the signal's number."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, tap: TapCodatCommerce) -> None:
         super().__init__(signum)
         self.signum = signum
+        self.tap = tap
 
 
 class TapCodatCommerce(Tap):
@@ -258,17 +259,19 @@ class TapCodatCommerce(Tap):
         super().load_state(readable_state(state, "the state", self.logger))
 
     def _terminate(self, signum: int, frame: FrameType | None) -> None:
-        """SIGTERM/SIGINT: write the current STATE (valid for a resume: every record before it
-        has been written), then stop the sync; :meth:`invoke` exits 128 + ``signum``."""
+        """SIGTERM/SIGINT: stop the sync where it is (:meth:`invoke` then calls :meth:`stop_now`
+        and exits 128 + ``signum``). Nothing else happens here: the handler may run while this
+        thread holds any lock, and taking one again would deadlock."""
         signal.signal(signum, signal.SIG_IGN)  # a second signal does not interrupt the shutdown
-        try:
+        raise Terminated(signum, self)
+
+    def stop_now(self) -> None:
+        """After a signal, once the sync has unwound: write the current STATE (valid for a resume:
+        every record before it has been written) and cut off the requests in flight."""
+        with contextlib.suppress(OutputError):  # the target is gone: nothing more can reach it
             self.state_writer.flush(self.state)  # now, whatever the interval
-        except OutputError:
-            pass  # the target is gone: nothing more can reach it
-        finally:
-            if "client" in self.__dict__:
-                self.client.abort()  # requests in flight end now, not when the server answers
-            raise Terminated(signum)
+        if "client" in self.__dict__:
+            self.client.abort()  # requests in flight end now, not when the server answers
 
     @cached_property
     def request_metrics(self) -> RequestMetrics:
@@ -427,6 +430,7 @@ class TapCodatCommerce(Tap):
             cls.logger.error("Sync failed: %s", exc.located())
             _exit_now(EXIT_FAILED)
         except Terminated as exc:
+            exc.tap.stop_now()
             name = signal.Signals(exc.signum).name
             cls.logger.error("Sync stopped by %s before it finished; the last STATE written is where to resume",
                              name)

@@ -167,14 +167,18 @@ def test_json_nested_200_levels_deep_is_read_and_emitted_whole(small, tmp_path, 
     (100_000, "commerce-companyInfo", 1),
     (100_000, "commerce-companyInfo", 4)])
 def test_json_nested_deeper_than_the_tap_reads_stops_with_one_line(small, tmp_path, depth, data_type, concurrency):
+    """That partition stops (exit 3, "finished, with failures"), named with its stream, company and
+    connection in one line; every other partition is read."""
     api = Api(small)
     company, connection = api.commerce_connections()[0][0], api.commerce_connections()[0][1]["id"]
     api.set_records(company, connection, data_type, [deep_order(depth)])
     config = write_json(tmp_path, "config.json", tap_config(small, max_concurrency=concurrency))
     result = run_cli(["--config", config], env={**os.environ})
-    assert result.returncode != 0, result.stderr[-2000:]
+    assert result.returncode == 3, result.stderr[-2000:]
     assert "Traceback" not in result.stderr and "RecursionError" not in result.stderr
     errors = error_lines(result.stderr)
-    assert len(errors) == 1, result.stderr[-3000:]
+    assert len(errors) == 1 and "Sync finished, with failures: 1 partition" in errors[0], result.stderr[-3000:]
     stream = "orders" if data_type == "commerce-orders" else "company_info"
-    assert all(part in errors[0] for part in (stream, company, connection, "JSON nested deeper", "levels")), errors[0]
+    named = [line for line in result.stderr.splitlines() if f"Failed {stream} (company {company}" in line]
+    assert len(named) == 1 and all(part in named[0] for part in (connection, "JSON nested deeper", "levels"))
+    assert {m["stream"] for m in result.messages if m["type"] == "RECORD"} >= {"payments", "customers"}

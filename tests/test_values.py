@@ -397,10 +397,11 @@ def test_a_key_of_another_type_that_cannot_be_text_stops_that_partition_with_one
     api.set_records_text(company_id, connection_id, "commerce-orders",
                          '[{"id": {"n": 1}, "modifiedDate": "2025-06-01T00:00:00Z"}]')
     result = run_cli(["--config", write_json(tmp_path, "config.json", tap_config(sandbox))], env={**os.environ})
-    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.returncode == 3 and "Traceback" not in result.stderr  # that partition: finished, with failures
     errors = error_lines(result.stderr)
-    assert len(errors) == 1, result.stderr[-2000:]
-    assert all(part in errors[0] for part in ("orders", company_id, connection_id, "orders.id", "an object"))
+    assert len(errors) == 1 and "Sync finished, with failures: 1 partition" in errors[0], result.stderr[-2000:]
+    named = [line for line in result.stderr.splitlines() if f"Failed orders (company {company_id}" in line]
+    assert len(named) == 1 and all(part in named[0] for part in (connection_id, "orders.id", "an object"))
 
 
 @pytest.mark.slow
