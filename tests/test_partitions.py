@@ -334,7 +334,9 @@ def test_stdout_that_cannot_be_written_is_one_line(start_sandbox, tmp_path, targ
         assert process.stdout is not None
         process.stdout.readline()
         process.stdout.close()  # the target went away
-        stderr = process.stderr.read() if process.stderr else ""
+        assert process.stderr is not None
+        stderr = process.stderr.read()
+        process.stderr.close()
         returncode = process.wait(timeout=120)
         expected = "closed it before the end"
     assert returncode == 1
