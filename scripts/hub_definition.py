@@ -30,6 +30,7 @@ import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedSeq
 
+from tap_codat_commerce.settings import json_types
 from tap_codat_commerce.tap import TapCodatCommerce
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,16 +54,6 @@ HUB_ONLY = ("variant", "label", "description", "domain_url", "repo", "docs", "ke
 
 class DefinitionError(Exception):
     """A setting whose JSON Schema has no Meltano kind; the message names it."""
-
-
-def json_types(schema: Mapping[str, Any]) -> set[str]:
-    """The JSON types a setting's schema allows, ``null`` left out (``anyOf``/``oneOf`` included)."""
-    declared = schema.get("type")
-    found = set([declared] if isinstance(declared, str) else declared or [])
-    for option in schema.get("anyOf") or schema.get("oneOf") or []:
-        if isinstance(option, Mapping):
-            found |= json_types(option)
-    return found - {"null"}
 
 
 def setting_kind(name: str, schema: Mapping[str, Any]) -> str:

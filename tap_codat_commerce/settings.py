@@ -143,17 +143,19 @@ def read_config_file(path: str) -> dict[str, Any]:
     return loaded
 
 
-def _types(schema: Mapping[str, Any]) -> set[str]:
+def json_types(schema: Mapping[str, Any]) -> set[str]:
+    """The JSON types a setting's schema allows, ``null`` left out (``anyOf``/``oneOf`` included)."""
     declared = schema.get("type")
     found = set([declared] if isinstance(declared, str) else declared or [])
     for option in schema.get("anyOf") or schema.get("oneOf") or []:
-        found |= _types(option)
-    return found
+        if isinstance(option, Mapping):
+            found |= json_types(option)
+    return found - {"null"}
 
 
 def _from_text(setting: str, text: str, schema: Mapping[str, Any]) -> Any:
     """An environment variable's text as the setting's type; ValueError says what is wrong."""
-    types = _types(schema) - {"null"}
+    types = json_types(schema)
     if "string" in types or not types:
         return text  # company_ids (array or string) stays text: settings parse it
     if "integer" in types:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tap_codat_commerce.settings import json_types
 from tests.conftest import ROOT
 
 # Which Meltano kinds can carry each JSON type to the tap unchanged (a date is a string: Meltano's
@@ -34,15 +35,6 @@ def definitions() -> dict[str, dict[str, Any]]:
     return {"hub": hub, "meltano.yml": extractor}
 
 
-def types_of(schema: dict[str, Any]) -> set[str]:
-    declared = schema.get("type")
-    found = set([declared] if isinstance(declared, str) else declared or [])
-    for option in schema.get("anyOf") or schema.get("oneOf") or []:
-        if isinstance(option, dict):
-            found |= types_of(option)
-    return found - {"null"}
-
-
 def test_the_generated_files_are_up_to_date():
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "hub_definition.py"), "--check"],
                           capture_output=True, text=True, check=False, timeout=60)
@@ -57,8 +49,8 @@ def test_every_setting_of_about_is_declared_with_its_kind_and_default(about, whe
     assert list(declared) == list(properties)  # the same names, in --about's order
     for name, schema in properties.items():
         entry = declared[name]
-        allowed = set().union(*(KINDS_FOR[t] for t in types_of(schema)))
-        assert entry["kind"] in allowed, (name, entry["kind"], types_of(schema))
+        allowed = set().union(*(KINDS_FOR[t] for t in json_types(schema)))
+        assert entry["kind"] in allowed, (name, entry["kind"], json_types(schema))
         assert entry.get("value") == schema.get("default"), name
         assert entry.get("description"), name
         assert bool(entry.get("sensitive")) == bool(schema.get("secret")), name

@@ -66,20 +66,22 @@ def _shut(connection: HTTPConnection) -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
-class _WatchedHTTPConnection(HTTPConnection):
-    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+class _Watched:
+    """A urllib3 connection that registers with this thread's :class:`Watch` when it sends a request."""
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
         watch = getattr(_current, "watch", None)
         if watch is not None:
-            watch.attach(self)
-        super().request(*args, **kwargs)
+            watch.attach(self)  # type: ignore[arg-type]  # mixed into HTTPConnection below
+        super().request(*args, **kwargs)  # type: ignore[misc]
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        watch = getattr(_current, "watch", None)
-        if watch is not None:
-            watch.attach(self)
-        super().request(*args, **kwargs)
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
 
 
 class _WatchedHTTPPool(HTTPConnectionPool):
