@@ -44,9 +44,10 @@ def test_the_budget_holds_in_every_60_second_window_across_threads():
 
     def worker() -> None:
         for _ in range(40):
-            budget.acquire(stop)
+            place = budget.acquire(stop)
             with lock:
                 sent.append(clock())
+            budget.release(place)
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
     for thread in threads:
@@ -63,12 +64,27 @@ def test_the_budget_holds_in_every_60_second_window_across_threads():
     assert sent[-1] - sent[0] >= (320 // 50) * WINDOW_SECONDS - WINDOW_SECONDS  # it waited, it did not burst
 
 
+def test_a_request_in_flight_keeps_its_place_until_a_minute_after_it_ended():
+    clock = FakeClock()
+    budget = RequestBudget(2, clock=clock)
+    stop = AdvancingStop(clock)
+    slow = budget.acquire(stop)  # in flight for 100 s
+    budget.release(budget.acquire(stop))
+    clock.now += 100
+    budget.release(slow)
+    before = clock()
+    budget.release(budget.acquire(stop))  # the quick one ended 100 s ago: its place is free
+    assert clock() == before
+    budget.release(budget.acquire(stop))  # the slow one ended just now: wait 60 s for its place
+    assert clock() >= before + WINDOW_SECONDS
+
+
 def test_a_hold_stops_every_thread_and_a_stop_ends_the_wait():
     clock = FakeClock()
     budget = RequestBudget(0, clock=clock)
     budget.hold(30)
     stop = AdvancingStop(clock)
-    budget.acquire(stop)
+    budget.release(budget.acquire(stop))
     assert clock() >= 1030  # waited out the hold
     budget.hold(30)
     stop.set()

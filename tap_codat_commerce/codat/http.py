@@ -323,15 +323,20 @@ class CodatClient:
         tries = 0  # attempts that count toward max_tries (429s do not)
         throttles, throttled_since = 0, 0.0
         while True:
-            self.budget.acquire(stop)
-            with self._count_lock:
-                self.sent += 1
             wait: float | None = None
             status: int | None = None
-            started = time.perf_counter()
             try:
-                with slot or contextlib.nullcontext(), self._watchdog.watch(self.timeout) as watch:
-                    response = self.session.request(method, url, params=params, json=json, timeout=self.timeout)
+                with slot or contextlib.nullcontext():
+                    place = self.budget.acquire(stop)  # in the company's slot: sent as soon as counted
+                    with self._count_lock:
+                        self.sent += 1
+                    started = time.perf_counter()
+                    try:
+                        with self._watchdog.watch(self.timeout) as watch:
+                            response = self.session.request(method, url, params=params, json=json,
+                                                            timeout=self.timeout)
+                    finally:
+                        self.budget.release(place)
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                     requests.exceptions.ContentDecodingError) as exc:
                 self._observe(method, path, None, started)
