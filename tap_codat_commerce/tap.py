@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
 from types import FrameType
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import click
 import jsonschema
@@ -26,7 +26,7 @@ from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.singerlib import Schema
 from singer_sdk.tap_base import CliTestOptionValue
 
-from .changes import ChangeFilter, load_events
+from .changes import ChangeFilter, claim_events
 from .client import TapServices
 from .codat.data_types import COMMERCE_ENDPOINTS
 from .codat.http import MAX_PAGE_SIZE, CodatClient, CodatError, QuotaReserveReachedError, RetryPolicy
@@ -344,13 +344,16 @@ class TapCodatCommerce(Tap):
 
     @cached_property
     def changes(self) -> ChangeFilter:
-        """What this run reads (see changes.py); the events file is read once, here."""
+        """What this run reads (see changes.py); the events file's events are claimed once, here."""
         config = self.config
-        events = config.get("events_file")
+        events_file = config.get("events_file")
+        state = cast("dict[str, Any]", self.state)
+        events, claimed = claim_events(str(events_file), state, int(config.get("shard_index", 0)),
+                                       int(config.get("shard_count", 1))) if events_file else (None, ())
         return ChangeFilter(
             skip_unchanged=bool(config.get("skip_unchanged", True)) and bool(config.get("check_data_status", True)),
             reread_after=timedelta(hours=float(config.get("reread_after_hours", 24))),
-            events=frozenset(load_events(str(events))) if events else None)
+            events=None if events is None else frozenset(events), claimed=claimed)
 
     @cached_property
     def readiness(self) -> Readiness:
@@ -373,6 +376,9 @@ class TapCodatCommerce(Tap):
         if self.report.failures:
             last = self._log_summary(error=True)[-1]
             raise FinishedWithFailuresError(last)
+        # Success: the events this sync claimed (when it did: "changes" is computed as it starts) are read.
+        if "changes" in self.__dict__ and self.changes.consumed_state(cast("dict[str, Any]", self.state)):
+            self.state_writer.flush(self.state)
 
     def _log_summary(self, *, error: bool) -> list[str]:
         companies = self.streams["companies"]
