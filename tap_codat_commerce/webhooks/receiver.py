@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import os
 import socket
+import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import uvicorn
@@ -157,6 +159,7 @@ def serve(host: str, port: int, events_file: str, *, environ: Mapping[str, str] 
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        sock.listen(2048)  # connections wait in the backlog until the server runs: ready once printed
     except OSError as exc:
         raise ReceiverError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
@@ -166,3 +169,31 @@ def serve(host: str, port: int, events_file: str, *, environ: Mapping[str, str] 
     config = uvicorn.Config(app, log_level="info", access_log=True, timeout_graceful_shutdown=10)
     uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+@contextlib.contextmanager
+def receiver_process(events_file: str | os.PathLike[str], secret: str, *flags: str, port: int = 0,
+                     log: str | os.PathLike[str] | None = None) -> Iterator[str]:
+    """Run ``tap-codat-commerce-setup receive`` in its own process (tests, benchmarks): yields its
+    URL once it listens, and stops it (SIGTERM) afterwards. Its stderr goes to ``log`` (appended)."""
+    environ = {**os.environ, SECRET_VARIABLE: secret}
+    with contextlib.ExitStack() as stack:
+        err = stack.enter_context(open(log, "ab")) if log else subprocess.DEVNULL
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tap_codat_commerce.onboarding", "receive", "--host", "127.0.0.1", "--port",
+             str(port), "--events-file", str(events_file), *flags], stdout=subprocess.PIPE, stderr=err, env=environ,
+            text=True)
+        assert process.stdout is not None
+        try:
+            banner = process.stdout.readline()
+            if not banner.startswith("receiver listening on "):
+                raise RuntimeError(f"the receiver did not start (exit {process.wait(timeout=30)})")
+            yield banner.split()[3]
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            process.stdout.close()
