@@ -37,6 +37,7 @@ from .codat.operations import EventsFileError, Triple, changed_triples
 from .webhooks.queue import STATE_KEY, EventQueue, EventQueueError, consumed_in
 
 MARKER = "codat_sync"
+EVENTS_STATE_KEY = STATE_KEY  # the top-level STATE key naming the claimed files a successful run read
 
 
 def claim_events(path: str, state: MutableMapping[str, Any], shard_index: int = 0,

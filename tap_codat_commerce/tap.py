@@ -26,7 +26,7 @@ from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.singerlib import Schema
 from singer_sdk.tap_base import CliTestOptionValue
 
-from .changes import ChangeFilter, claim_events
+from .changes import EVENTS_STATE_KEY, ChangeFilter, claim_events
 from .client import TapServices
 from .codat.data_types import COMMERCE_ENDPOINTS
 from .codat.http import MAX_PAGE_SIZE, CodatClient, CodatError, QuotaReserveReachedError, RetryPolicy
@@ -354,6 +354,13 @@ class TapCodatCommerce(Tap):
             skip_unchanged=bool(config.get("skip_unchanged", True)) and bool(config.get("check_data_status", True)),
             reread_after=timedelta(hours=float(config.get("reread_after_hours", 24))),
             events=None if events is None else frozenset(events), claimed=claimed)
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """The SDK's (it keeps only ``bookmarks``), and the note of the events the run that wrote
+        ``state`` consumed (changes.py: this run deletes them)."""
+        super().load_state(state)
+        if EVENTS_STATE_KEY in state:
+            cast("dict[str, Any]", self.state)[EVENTS_STATE_KEY] = copy.deepcopy(state[EVENTS_STATE_KEY])
 
     @cached_property
     def readiness(self) -> Readiness:
