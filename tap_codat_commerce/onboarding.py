@@ -339,8 +339,9 @@ def webhook_instructions(url: str, events_file: str) -> str:
    read.completed says, per connection and data type, whether records were modified (recordsModified);
    read.completed.initial comes after each link. The legacy DataSyncCompleted / DatasetDataChanged
    events were retired in January 2025.
-2. Run the receiver behind {url} (TLS at your proxy or load balancer), with the consumer's
-   signing secret (Portal: the consumer > Signing secret, whsec_...) in the environment:
+2. Run the receiver where {url} leads
+   (TLS at your proxy or load balancer), with the consumer's signing secret (Portal: the
+   consumer > Signing secret, whsec_...) in the environment, never on a command line:
      pip install 'tap-codat-commerce[webhooks]'
      CODAT_WEBHOOK_SECRET=whsec_... tap-codat-commerce-setup receive --host 127.0.0.1 --port 8787 \\
        --events-file {events_file}

@@ -82,6 +82,7 @@ def test_valid_deliveries_are_written_once_across_repeats_and_restarts(tmp_path)
     with receiver_process(events, SECRET) as url:
         first = deliver(url, body, "msg_one")
         assert first.status_code == 200 and first.json() == {"written": True}
+        assert first.elapsed.total_seconds() < 5  # Codat gives a consumer 15 s; fsync included
         for _ in range(3):  # Svix retries: the same id, a new timestamp and signature each time
             again = deliver(url + "codat/read-completed", body, "msg_one", timestamp=int(time.time()) - 30)
             assert again.status_code == 200 and again.json() == {"duplicate": True}

@@ -166,7 +166,9 @@ def serve(host: str, port: int, events_file: str, *, environ: Mapping[str, str] 
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     print(f"receiver listening on http://{shown}:{bound}/ (events_file {queue.path})", flush=True)
-    config = uvicorn.Config(app, log_level="info", access_log=True, timeout_graceful_shutdown=10)
+    # log_config=None: uvicorn's own lines (and its access log) go to the root logger, on stderr;
+    # stdout holds only the banner.
+    config = uvicorn.Config(app, log_config=None, log_level="info", access_log=True, timeout_graceful_shutdown=10)
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 
