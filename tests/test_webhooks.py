@@ -138,11 +138,13 @@ def test_the_secret_comes_from_the_environment_and_bad_ones_get_one_line(tmp_pat
                          env={**base, SECRET_VARIABLE: "whsec_not*base64*secret-value"})
     no_dir = subprocess.run([*command[:-1], str(tmp_path / "absent" / "events.jsonl")], capture_output=True,
                             text=True, timeout=60, env={**base, SECRET_VARIABLE: SECRET}, check=False)
-    for done in (missing, bad, no_dir):
+    bad_port = subprocess.run([*command[:5], "99999", *command[6:]], capture_output=True, text=True, timeout=60,
+                              env={**base, SECRET_VARIABLE: SECRET}, check=False)
+    for done in (missing, bad, no_dir, bad_port):
         assert done.returncode == 1 and "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
     assert SECRET_VARIABLE in missing.stderr
     assert "not a Svix signing secret" in bad.stderr and "not*base64" not in bad.stderr
-    assert "does not exist" in no_dir.stderr
+    assert "does not exist" in no_dir.stderr and "cannot listen on 127.0.0.1:99999" in bad_port.stderr
     assert "--secret" not in subprocess.run([*command[:3], "receive", "--help"], capture_output=True, text=True,
                                             timeout=60, check=False).stdout
 

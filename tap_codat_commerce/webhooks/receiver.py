@@ -146,6 +146,8 @@ def serve(host: str, port: int, events_file: str, *, environ: Mapping[str, str] 
     """Serve until SIGTERM/SIGINT; prints ``receiver listening on http://H:P/ (events_file F)`` once
     ready. Raises ReceiverError (one line) for a bad secret, events file or address."""
     secret = check_secret((os.environ if environ is None else environ).get(SECRET_VARIABLE))
+    if max_body_bytes < 1024:
+        raise ReceiverError(f"--max-body-bytes {max_body_bytes}: at least 1024 (a read.completed event is ~1 KB)")
     try:
         queue = EventQueue(events_file)
         queue.forget_old()
@@ -160,8 +162,8 @@ def serve(host: str, port: int, events_file: str, *, environ: Mapping[str, str] 
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(2048)  # connections wait in the backlog until the server runs: ready once printed
-    except OSError as exc:
-        raise ReceiverError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    except (OSError, OverflowError) as exc:  # OverflowError: a port outside 0-65535
+        raise ReceiverError(f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
