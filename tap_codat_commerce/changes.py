@@ -16,33 +16,49 @@ Skipping never moves a bookmark, so nothing can be lost by it: a record Codat re
 a new successful sync (a re-map) is read on the next run that reads the type, at the latest after
 ``reread_after_hours``.
 
-With an events file (``read.completed`` webhook bodies, one a line) only the triples it lists as
-changed are read, and companies it does not name are not visited.
+With an events file (``read.completed`` webhook bodies, one a line, as the receiver in
+``webhooks/`` writes them) only the triples its events list as changed are read, and companies
+they do not name are not visited. A run claims the file's events for its shard at its start
+(:func:`claim_events`, see ``webhooks/queue.py``) and, when it succeeds, names the claimed files in
+its final STATE (:meth:`ChangeFilter.consumed_state`); the next run started from that STATE deletes
+them. Until then every run of the shard reads them again, so no event is lost to a failed run.
 """
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from .codat.data_types import DataTypeStatus
 from .codat.dates import format_instant, parse_instant
 from .codat.operations import EventsFileError, Triple, changed_triples
+from .webhooks.queue import STATE_KEY, EventQueue, EventQueueError, consumed_in
 
 MARKER = "codat_sync"
+EVENTS_STATE_KEY = STATE_KEY  # the top-level STATE key naming the claimed files a successful run read
 
 
-def load_events(path: str) -> set[Triple]:
-    """The changed triples of an events file (see :func:`changed_triples`)."""
+def claim_events(path: str, state: MutableMapping[str, Any], shard_index: int = 0,
+                 shard_count: int = 1) -> tuple[set[Triple], tuple[str, ...]]:
+    """Consume the claimed files ``state`` (the run's input STATE) says a successful run read, and
+    drop that note from it; then claim this shard's events of ``path``. Returns the changed triples
+    of every claimed file the run reads, and those files' names. Raises EventsFileError (one line
+    naming the file, and the line) for an unusable events file or a line that is no event."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        queue = EventQueue(path)
+        queue.consume(consumed_in(state))
+        state.pop(STATE_KEY, None)
+        claim = queue.claim(shard_index, shard_count)
+    except EventQueueError as exc:
+        raise EventsFileError(str(exc)) from None
     except OSError as exc:
         raise EventsFileError(f"events_file {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise EventsFileError(f"events_file {path}: not UTF-8 text") from None
-    return changed_triples(lines, f"events_file {path}")
+    triples: set[Triple] = set()
+    for name in claim.files:
+        triples |= changed_triples(claim.lines[name], f"events_file {path} (claimed as {name})")
+    return triples, claim.files
 
 
 @dataclass(frozen=True)
@@ -52,6 +68,15 @@ class ChangeFilter:
     skip_unchanged: bool
     reread_after: timedelta
     events: frozenset[Triple] | None = None  # None: no events file
+    claimed: tuple[str, ...] = ()  # the claimed event files the events come from
+
+    def consumed_state(self, state: MutableMapping[str, Any]) -> bool:
+        """A successful run: note in ``state`` (its final STATE) that its claimed files are read.
+        True when there was anything to note."""
+        if self.events is None:
+            return False
+        state[STATE_KEY] = {"consumed": list(self.claimed)}
+        return True
 
     @property
     def companies(self) -> frozenset[str] | None:

@@ -8,6 +8,8 @@ Python API (each function takes the shared :class:`CodatClient`) and the console
     tap-codat-commerce-setup status --company ID [--json]
     tap-codat-commerce-setup refresh --company ID [--data-type T]
     tap-codat-commerce-setup wait --company ID [--timeout S]
+    tap-codat-commerce-setup webhooks [--url URL] [--events-file F]
+    tap-codat-commerce-setup receive --events-file F [--host H] [--port P]   (CODAT_WEBHOOK_SECRET)
 
 Settings as the tap's: ``--config FILE`` (before or after the subcommand), then
 ``TAP_CODAT_COMMERCE_API_KEY`` / ``TAP_CODAT_COMMERCE_BASE_URL`` for what the file leaves out. In a
@@ -310,9 +312,16 @@ def parser() -> argparse.ArgumentParser:
     h = sub.add_parser("webhooks", help="what to configure so that runs read only what Codat re-synced "
                                         "(read.completed events); needs no API key")
     h.add_argument("--url", default="https://YOUR-RECEIVER.example/codat/read-completed",
-                   help="the HTTPS endpoint of your webhook receiver")
+                   help="the HTTPS endpoint where Codat reaches the receiver")
     h.add_argument("--events-file", default="/var/lib/tap-codat-commerce/events.jsonl",
-                   help="where your receiver appends each event, one JSON object a line")
+                   help="where the receiver appends each event, one JSON object a line")
+    rc = sub.add_parser("receive", help="serve Codat's signed read.completed webhooks, appending each event once "
+                                        "to the events file (the signing secret in CODAT_WEBHOOK_SECRET; needs "
+                                        "the webhooks extra)")
+    rc.add_argument("--events-file", required=True, help="the tap's events_file")
+    rc.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    rc.add_argument("--port", type=int, default=8787, help="port (default 8787; 0: any free one)")
+    rc.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest body accepted (default 1 MiB)")
     return p
 
 
@@ -330,13 +339,19 @@ def webhook_instructions(url: str, events_file: str) -> str:
    read.completed says, per connection and data type, whether records were modified (recordsModified);
    read.completed.initial comes after each link. The legacy DataSyncCompleted / DatasetDataChanged
    events were retired in January 2025.
-2. Your receiver at {url} appends each request body, as one line, to
-     {events_file}
-3. Run the tap with that file; only the (company, connection, data type) triples it lists as
-   changed are read, and companies it does not name are not visited:
+2. Run the receiver where {url} leads
+   (TLS at your proxy or load balancer), with the consumer's signing secret (Portal: the
+   consumer > Signing secret, whsec_...) in the environment, never on a command line:
+     pip install 'tap-codat-commerce[webhooks]'
+     CODAT_WEBHOOK_SECRET=whsec_... tap-codat-commerce-setup receive --host 127.0.0.1 --port 8787 \\
+       --events-file {events_file}
+   It verifies each delivery's Svix signature, and appends each event once, fsynced, to that file.
+3. Run the tap with the same file; only the (company, connection, data type) triples its events
+   list as changed are read, and companies they do not name are not visited:
      TAP_CODAT_COMMERCE_EVENTS_FILE={events_file} meltano run tap-codat-commerce target-postgres
-   After a successful run, rotate the file (move it aside) so that the next run reads only new events.
-   Codat replays missed webhook messages for two weeks.
+   Each run claims the events there (an event arriving meanwhile waits for the next run); they are
+   consumed once a run succeeds and its STATE is saved; a failed run leaves them to the next one.
+   Do not move or rotate the file yourself. Codat replays missed webhook messages for two weeks.
 
 Without webhooks, the tap still skips data types whose dataStatus shows no new successful sync since
 its last read (skip_unchanged, on by default).
@@ -355,6 +370,8 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.command == "webhooks":
         out.write(webhook_instructions(args.url, args.events_file))
         return 0
+    if args.command == "receive":
+        return receive(args)
     client = client_from(args.config)
     if args.command == "sync-settings":
         changes = enable_commerce_sync(client, schedule_hours=args.schedule_hours, dry_run=args.dry_run)
@@ -434,6 +451,18 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return 1
     out.write(f"every enabled commerce data type has synced ({result.waited_s:.0f} s)\n")
     return 0
+
+
+def receive(args: argparse.Namespace) -> int:
+    """``receive``: the webhook receiver (tap_codat_commerce/webhooks/receiver.py) until SIGTERM."""
+    try:
+        from .webhooks.receiver import ReceiverError, serve
+    except ImportError:
+        raise SetupError("the receiver needs the webhooks extra: pip install 'tap-codat-commerce[webhooks]'") from None
+    try:
+        return serve(args.host, args.port, args.events_file, max_body_bytes=args.max_body_bytes)
+    except ReceiverError as exc:
+        raise SetupError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,8 +50,10 @@ def settings_errors(config: Mapping[str, Any]) -> list[str]:
     elif not _whole(shard_index) or not 0 <= shard_index < shard_count:
         errors.append(f"shard_index: {shard_index!r} is not between 0 and shard_count - 1 ({shard_count - 1})")
     events_file = config.get("events_file")
-    if events_file and not os.path.isfile(str(events_file)):
-        errors.append(f"events_file: {events_file!r} is not a file")
+    if events_file and (os.path.isdir(str(events_file)) or not os.path.isdir(os.path.dirname(
+            os.path.abspath(str(events_file))))):
+        errors.append(f"events_file: {events_file!r} is a directory, or its directory does not exist (the file "
+                      "itself may be absent: no events yet)")
     hours = config.get("reread_after_hours", 24)
     if not isinstance(hours, int | float) or isinstance(hours, bool) or hours < 0:
         errors.append(f"reread_after_hours: {hours!r} is not a number of hours (0 or more)")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import click
 import jsonschema
@@ -25,7 +25,7 @@ from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.singerlib import Schema
 from singer_sdk.tap_base import CliTestOptionValue
 
-from .changes import ChangeFilter, load_events
+from .changes import EVENTS_STATE_KEY, ChangeFilter, claim_events
 from .client import TapServices
 from .codat.data_types import COMMERCE_ENDPOINTS
 from .codat.http import MAX_PAGE_SIZE, CodatClient, CodatError, QuotaReserveReachedError, RetryPolicy
@@ -253,11 +253,6 @@ class TapCodatCommerce(Tap):
                 entry.schema = Schema.from_dict(declare_undeclared(entry.schema.to_dict()))
         super().setup_mapper()
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        """The SDK's state loading, with what cannot be read as bookmarks left out (one warning;
-        see :func:`~tap_codat_commerce.state.readable_state`)."""
-        super().load_state(readable_state(state, "the state", self.logger))
-
     def _terminate(self, signum: int, frame: FrameType | None) -> None:
         """SIGTERM/SIGINT: stop the sync where it is (:meth:`invoke` then calls :meth:`stop_now`
         and exits 128 + ``signum``). Nothing else happens here: the handler may run while this
@@ -351,13 +346,25 @@ class TapCodatCommerce(Tap):
 
     @cached_property
     def changes(self) -> ChangeFilter:
-        """What this run reads (see changes.py); the events file is read once, here."""
+        """What this run reads (see changes.py); the events file's events are claimed once, here."""
         config = self.config
-        events = config.get("events_file")
+        events_file = config.get("events_file")
+        state = cast("dict[str, Any]", self.state)
+        events, claimed = claim_events(str(events_file), state, int(config.get("shard_index", 0)),
+                                       int(config.get("shard_count", 1))) if events_file else (None, ())
         return ChangeFilter(
             skip_unchanged=bool(config.get("skip_unchanged", True)) and bool(config.get("check_data_status", True)),
             reread_after=timedelta(hours=float(config.get("reread_after_hours", 24))),
-            events=frozenset(load_events(str(events))) if events else None)
+            events=None if events is None else frozenset(events), claimed=claimed)
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """The SDK's state loading, with what cannot be read as bookmarks left out (one warning;
+        see :func:`~tap_codat_commerce.state.readable_state`), and the note of the events the run
+        that wrote ``state`` consumed (the SDK keeps only ``bookmarks``; changes.py: this run
+        deletes them)."""
+        super().load_state(readable_state(state, "the state", self.logger))
+        if EVENTS_STATE_KEY in state:
+            cast("dict[str, Any]", self.state)[EVENTS_STATE_KEY] = copy.deepcopy(state[EVENTS_STATE_KEY])
 
     @cached_property
     def readiness(self) -> Readiness:
@@ -380,6 +387,9 @@ class TapCodatCommerce(Tap):
         if self.report.failures:
             last = self._log_summary(error=True)[-1]
             raise FinishedWithFailuresError(last)
+        # Success: the events this sync claimed (when it did: "changes" is computed as it starts) are read.
+        if "changes" in self.__dict__ and self.changes.consumed_state(cast("dict[str, Any]", self.state)):
+            self.state_writer.flush(self.state)
 
     def _log_summary(self, *, error: bool) -> list[str]:
         """Log the report's summary (its last line too, unless ``error``: the caller reports it)."""

@@ -189,7 +189,9 @@ def test_a_bad_events_file_stops_with_one_line(start_sandbox, tmp_path):
     events.write_text('{"eventType": "read.completed"}\n')
     result = run_cli(["--config", write_json(tmp_path, "c.json", tap_config(sandbox, events_file=str(events)))])
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "events.jsonl line 1" in result.stderr
+    assert "events_file" in result.stderr and "claimed as events.jsonl.claimed.0of1." in result.stderr
+    assert ") line 1: not a Codat read.completed event" in result.stderr
+    assert len(list(tmp_path.glob("events.jsonl.claimed.0of1.*"))) == 1  # kept for the user to fix, not dropped
 
 
 def test_the_setup_command_prints_what_to_configure():

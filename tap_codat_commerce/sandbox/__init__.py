@@ -57,6 +57,8 @@ class Sandbox:
         self.server.server_close()
         for thread in self._threads:
             thread.join(timeout=5)
+        if self.app.world.webhooks is not None:
+            self.app.world.webhooks.stop()
         with self.app.world.lock:
             self.app.save()  # what reads changed since the last save (re-stamps) is kept too
 

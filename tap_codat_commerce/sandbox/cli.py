@@ -88,6 +88,13 @@ def parser() -> argparse.ArgumentParser:
     size.add_argument("--webhook-url",
                       help="POST Codat's read.completed event here each time a sync completes (the clock "
                            "advancing counts as syncs of the data types it changes)")
+    size.add_argument("--webhook-secret",
+                      help="sign each delivery as Svix does with this whsec_… secret (svix-id, svix-timestamp, "
+                           "svix-signature); default: unsigned. A test secret: a real one belongs in the receiver's "
+                           "CODAT_WEBHOOK_SECRET, never on a command line")
+    size.add_argument("--webhook-retry-speedup", type=_positive_float, default=1.0,
+                      help="retry a delivery not answered 2xx on Svix's schedule (5 s, 5 min, 30 min, 2 h, 5 h, "
+                           "10 h, 10 h) divided by this (default 1)")
     faults.add_argument("--page-size-cap", type=_non_negative(int), default=0,
                         help="answer at most N records a page whatever pageSize asks (0 = off; Codat's "
                              "response schema says 2000)")
@@ -101,6 +108,13 @@ def parser() -> argparse.ArgumentParser:
     faults.add_argument("--retry-after", type=_non_negative(float), default=1.0,
                         help="Retry-After seconds sent with concurrency 429s (default 1)")
     return p
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not above 0")
+    return value
 
 
 @contextmanager
@@ -146,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except WorldStoreError as exc:
         print(f"tap-codat-commerce-sandbox: {exc}", file=sys.stderr)
+        return 1
+    except ValueError:  # only the webhook secret is parsed here; it is not echoed
+        print("tap-codat-commerce-sandbox: --webhook-secret is not a Svix secret (whsec_ followed by base64)",
+              file=sys.stderr)
         return 1
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

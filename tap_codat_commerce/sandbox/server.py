@@ -32,6 +32,7 @@ from .faults import TRUNCATED, Action, CompanyBudgets, CompanyFaults, Fault, IpP
 from .query import QueryError, matches, modified_range, parse, parse_timestamp, resolve
 from .records import Collection, mix
 from .store import WorldStore
+from .webhooks import WebhookSender
 from .world import COMPANY_NAME_CHARS, ApiError, Settings, World
 
 MAX_PAGE_SIZE = 5000
@@ -727,6 +728,9 @@ class SandboxApp:
         self.store = WorldStore(settings.data_dir) if settings.data_dir else None
         self.world = self.store.open(settings, base_url) if self.store else World(settings, base_url)
         self.api = Api(self.world)
+        if settings.webhook_url:
+            self.world.webhooks = WebhookSender(settings.webhook_url, settings.webhook_secret,
+                                                speedup=settings.webhook_retry_speedup)
         self.limits = Limits(settings)
         self.auth_header = "Basic " + base64.b64encode(settings.key.encode()).decode()
         self.requests: list[tuple[str, str, dict[str, str], float]] = []
@@ -897,6 +901,11 @@ class SandboxApp:
             answer = {k: getattr(self.settings, k) for k in vars(self.settings) if k != "api_key"}
             return Response(200, {**answer, "company_faults": {k: f.to_json() for k, f in
                                                                self.company_faults.faults.items()}})
+        if path == "/_sandbox/webhooks" and method in ("GET", "POST"):
+            if self.world.webhooks is None:
+                raise ApiError(409, "the sandbox was started without --webhook-url")
+            return Response(200, self.world.webhooks.control(body) if method == "POST" else
+                            self.world.webhooks.stats())
         if path == "/_sandbox/requests" and method == "GET":
             with self.requests_lock:
                 listed = [{"method": m, "path": p, "params": q, "at": t} for m, p, q, t in self.requests]

@@ -15,6 +15,7 @@ from typing import Any
 
 from .catalog import COMMERCE_DATA_TYPES, COMMERCE_PLATFORMS, OTHER_DATA_TYPES, PLATFORM_BY_KEY, Platform
 from .records import BASE_SPAN, Collection, ConnectionData, LiteralCollection, Sizes, iso_utc, mix
+from .webhooks import WebhookSender
 
 CLOCK_START = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
 COMPANY_NAME_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 \t-',&@.?!")
@@ -78,6 +79,8 @@ class Settings:
     data_dir: str | None = None  # keep the world here across restarts (None: in memory only)
     one_time_links: bool = False  # new links carry ?otp=…, work once and expire a day after creation
     webhook_url: str | None = None  # POST Codat's read.completed events here when a sync completes
+    webhook_secret: str | None = None  # ... signed as Svix does with this whsec_… secret (None: unsigned)
+    webhook_retry_speedup: float = 1.0  # ... retrying on Svix's schedule divided by this
 
     @property
     def key(self) -> str:
@@ -229,6 +232,7 @@ class World:
         self.restamps = 0
         self.restamp_pages = 0
         self.advance_after: tuple[int, dict[str, Any]] | None = None  # (page count, advance arguments)
+        self.webhooks: WebhookSender | None = None  # set by the app when settings name a webhook_url
         if seeded:
             self._seed_companies()
 
@@ -432,7 +436,11 @@ class World:
                         "updated": n_updates, "inserted": n_inserts}
                     self._queue(connection, data_type, at=time.time(), delay=self.settings.sync_delay)
                     synced.setdefault(company.id, []).append((connection, data_type))
-        if self.settings.webhook_url:
+        if self.webhooks is not None:
+            for company_id, changed in synced.items():
+                event = self.read_completed(self.companies[company_id], changed, iso_utc(start))
+                self.webhooks.send("msg_" + event["id"].replace("-", ""), event, self.settings.sync_delay)
+        elif self.settings.webhook_url:
             for company_id, changed in synced.items():
                 post_later(self.settings.webhook_url, self.settings.sync_delay,
                            self.read_completed(self.companies[company_id], changed, iso_utc(start)))
