@@ -129,7 +129,8 @@ def test_an_events_file_whose_data_types_are_not_objects_is_one_line(small, tmp_
     assert result.returncode == 1, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     errors = error_lines(result.stderr)
-    assert len(errors) == 1 and f"events_file {events} line 3: " in errors[0], result.stderr[-2000:]
+    assert len(errors) == 1 and f"events_file {events} " in errors[0] and " line 3: " in errors[0], \
+        result.stderr[-2000:]  # the file, the claimed copy it was read from (webhooks/queue.py), the line
 
 
 def nesting_depth(value: object) -> int:
