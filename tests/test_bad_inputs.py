@@ -38,6 +38,7 @@ def small(start_sandbox):
     ("directory", "cannot read it (Is a directory)"),
     (b"\xff\xfe{}", "not a text file"),
 ])
+@pytest.mark.slow
 def test_a_state_file_that_is_no_json_is_one_line_and_exit_1(small, tmp_path, text, expected):
     config = write_json(tmp_path, "config.json", tap_config(small))
     state = tmp_path / "state.json"
@@ -76,6 +77,7 @@ def unreadable_shapes(company: str, connection: str) -> list[tuple[object, str]]
     ]
 
 
+@pytest.mark.slow
 def test_a_state_of_a_shape_the_tap_cannot_read_warns_once_and_reads_as_if_no_bookmark(small, tmp_path):
     api = Api(small)
     company, connection = api.commerce_connections()[0][0], api.commerce_connections()[0][1]["id"]
@@ -105,6 +107,7 @@ def test_a_state_of_a_shape_the_tap_cannot_read_warns_once_and_reads_as_if_no_bo
     ('{"streams": [{"tap_stream_id": "orders", "schema": {}, "metadata": 3}]}', "\"metadata\" must be a list"),
     ('{"streams": [{"tap_stream_id": "orders", "schema": {}, "metadata": [7]}]}', "not a Singer catalog the SDK"),
 ])
+@pytest.mark.slow
 def test_a_malformed_catalog_is_one_line_and_exit_1(small, tmp_path, catalog, expected):
     config = write_json(tmp_path, "config.json", tap_config(small))
     path = tmp_path / "catalog.json"
@@ -117,6 +120,7 @@ def test_a_malformed_catalog_is_one_line_and_exit_1(small, tmp_path, catalog, ex
     assert not result.messages
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("data_types", ['"commerce-orders"', "{}", "7", '["commerce-orders"]', "[{}, null]"])
 def test_an_events_file_whose_data_types_are_not_objects_is_one_line(small, tmp_path, data_types):
     good = {"eventType": "read.completed", "payload": {"referenceCompany": {"id": "c1"}, "dataTypes": []}}
@@ -145,6 +149,7 @@ def deep_order(depth: int, number: int = 1) -> dict:
             "supplementalData": {"content": {"deep": {"_sandbox_nested": depth}}}}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("concurrency", [1, 4])
 def test_json_nested_200_levels_deep_is_read_and_emitted_whole(small, tmp_path, concurrency):
     api = Api(small)
@@ -167,6 +172,7 @@ def test_json_nested_200_levels_deep_is_read_and_emitted_whole(small, tmp_path, 
     (100_000, "commerce-orders", 4),
     (100_000, "commerce-companyInfo", 1),
     (100_000, "commerce-companyInfo", 4)])
+@pytest.mark.slow
 def test_json_nested_deeper_than_the_tap_reads_stops_with_one_line(small, tmp_path, depth, data_type, concurrency):
     """That partition stops (exit 3, "finished, with failures"), named with its stream, company and
     connection in one line; every other partition is read."""

@@ -49,6 +49,7 @@ def expected_after(truth: dict, state: dict, triples: set[tuple[str, str, str]])
     return expected
 
 
+@pytest.mark.slow
 def test_a_run_with_nothing_changed_costs_two_requests_per_company(start_sandbox):
     sandbox = start_sandbox(companies=300, orders=3)
     api = Api(sandbox)
@@ -86,6 +87,7 @@ def test_after_a_scoped_advance_exactly_the_touched_triples_are_read(start_sandb
     assert {k[:2] for k in got if k[2] == "company_info"} == {t[:2] for t in touched}
 
 
+@pytest.mark.slow
 def test_a_sync_in_progress_is_read_and_read_again_once_it_completes(start_sandbox):
     sandbox = start_sandbox(companies=2, orders=30, sync_delay=1.5)
     api = Api(sandbox)
@@ -109,6 +111,7 @@ def test_a_sync_in_progress_is_read_and_read_again_once_it_completes(start_sandb
 
 @pytest.mark.parametrize("setting", [{"skip_unchanged": False}, {"reread_after_hours": 0},
                                      {"check_data_status": False}])
+@pytest.mark.slow
 def test_turning_it_off_reads_every_data_type(start_sandbox, setting):
     sandbox = start_sandbox(companies=3, orders=10, accounting_every=0)
     api = Api(sandbox)
@@ -181,6 +184,7 @@ def test_an_events_file_limits_a_run_to_the_changed_triples(start_sandbox, tmp_p
         receiver.server_close()
 
 
+@pytest.mark.slow
 def test_a_bad_events_file_stops_with_one_line(start_sandbox, tmp_path):
     from tests.conftest import run_cli, write_json
 

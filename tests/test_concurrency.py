@@ -24,6 +24,7 @@ def record_keys(run) -> dict[str, list[tuple]]:
             for stream, rows in run.records.items()}
 
 
+@pytest.mark.slow
 def test_concurrent_run_emits_what_a_sequential_run_emits(start_sandbox):
     sandbox = start_sandbox(companies=8, orders=300, latency_ms=5)
     sequential = run_tap(tap_config(sandbox, max_concurrency=1, page_size=70))
@@ -33,6 +34,7 @@ def test_concurrent_run_emits_what_a_sequential_run_emits(start_sandbox):
     assert [m["type"] for m in concurrent.messages] == [m["type"] for m in sequential.messages]
 
 
+@pytest.mark.slow
 def test_never_more_than_ten_requests_in_flight_per_company(start_sandbox):
     sandbox = start_sandbox(companies=2, orders=2000, latency_ms=30, concurrency_limit=10)
     api = Api(sandbox)
@@ -41,6 +43,7 @@ def test_never_more_than_ten_requests_in_flight_per_company(start_sandbox):
     assert len(run.records["orders"]) == 4000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shard_count", [2, 3])
 def test_shards_are_disjoint_and_cover_every_company(start_sandbox, shard_count):
     sandbox = start_sandbox(companies=9, orders=20)
@@ -67,6 +70,7 @@ def state_lines(run) -> list[int]:
     return [len(json.dumps(m["value"])) for m in run.messages if m["type"] == "STATE"]
 
 
+@pytest.mark.slow
 def test_state_lines_and_bytes_grow_linearly_with_companies(start_sandbox):
     small = run_tap(tap_config(start_sandbox(companies=8, orders=5, accounting_every=0)))
     large = run_tap(tap_config(start_sandbox(companies=32, orders=5, accounting_every=0)))
@@ -84,6 +88,7 @@ def test_state_interval_zero_writes_after_every_connection_and_data_type(start_s
     assert len(state_lines(run)) >= bookmarked > 20  # one per bookmark moved (identical lines are skipped)
 
 
+@pytest.mark.slow
 def test_many_small_shops_concurrently_emit_what_a_sequential_run_emits(start_sandbox):
     sandbox = start_sandbox(companies=60, orders=6, latency_ms=2, concurrency_limit=10)
     sequential = run_tap(tap_config(sandbox, max_concurrency=1))
@@ -93,6 +98,7 @@ def test_many_small_shops_concurrently_emit_what_a_sequential_run_emits(start_sa
     assert Api(sandbox).requests_log()["throttled"] == 0
 
 
+@pytest.mark.slow
 def test_a_state_of_100000_partitions_is_resumed_without_scanning_it(start_sandbox):
     """The SDK finds a partition by scanning the list for every record; at 100,000 partitions
     that is ~10^9 comparisons for this run. The index makes it one lookup."""

@@ -47,6 +47,7 @@ def tap(args: list[str], env: dict[str, str], timeout: float = 120) -> subproces
 
 
 # --- 1. the README's steps as written: the key in the environment, other settings in a file -----------
+@pytest.mark.slow
 def test_key_in_the_environment_and_a_config_file_work_together(start_sandbox, tmp_path):
     sandbox = start_sandbox(companies=2, orders=20)
     config = write_json(tmp_path, "config.json", {"page_size": 7})
@@ -61,6 +62,7 @@ def test_key_in_the_environment_and_a_config_file_work_together(start_sandbox, t
     assert tap([], sandbox_env(sandbox)).returncode == 0
 
 
+@pytest.mark.slow
 def test_the_file_wins_over_the_environment_unless_config_env_says_otherwise(start_sandbox, tmp_path):
     sandbox = start_sandbox(companies=1, orders=5)
     config = write_json(tmp_path, "config.json", tap_config(sandbox, max_retries=1))
@@ -94,6 +96,7 @@ def test_a_missing_key_says_where_settings_come_from(tmp_path):
     (["--config", "{typed}"], {}, "refresh_timeout"),
     (["--config", "{good}", "--test"], {"TAP_CODAT_COMMERCE_PAGE_SIZE": "0"}, "page_size: 0"),
 ])
+@pytest.mark.slow
 def test_configuration_mistakes_are_one_line(tmp_path, args, env, named):
     files = {"good": {"api_key": "k", "base_url": "http://127.0.0.1:9", "max_retries": 1},
              "typed": {"api_key": "k", "base_url": "http://127.0.0.1:9", "refresh_timeout": "soon"},
@@ -171,6 +174,7 @@ def test_connection_test_passes_saying_what_it_checked(start_sandbox):
     ("unreachable", "reaching 127.0.0.1:9"),
     ("server error", "GET /companies failed after"),
 ])
+@pytest.mark.slow
 def test_connection_test_fails_with_one_line_and_exit_1(start_sandbox, case, expected):
     sandbox = start_sandbox(companies=1, orders=5)
     env = sandbox_env(sandbox, TAP_CODAT_COMMERCE_MAX_RETRIES="2")
@@ -197,6 +201,7 @@ def test_connection_test_on_an_account_nobody_linked_yet_says_so(start_sandbox):
 
 
 # --- 4. the setup command and connections nobody authorised ----------------------------------------------
+@pytest.mark.slow
 def test_status_wait_and_refresh_on_a_connection_never_authorised(start_sandbox):
     sandbox = start_sandbox(companies=0, sync_delay=0.3)
     env = sandbox_env(sandbox)
@@ -236,6 +241,7 @@ def test_status_wait_and_refresh_on_a_connection_never_authorised(start_sandbox)
     assert refused.returncode == 1 and "is Unlinked" in refused.stderr
 
 
+@pytest.mark.slow
 def test_wait_on_a_linked_company_with_nothing_queued_says_so(start_sandbox):
     from tap_codat_commerce.codat.http import CodatClient
     from tap_codat_commerce.codat.operations import wait_for_sync
@@ -348,6 +354,7 @@ def test_create_company_with_reuse_twice_adds_no_second_connection(start_sandbox
 
 
 # --- 6. the host in connection errors; --help -----------------------------------------------------------
+@pytest.mark.slow
 def test_connection_errors_name_the_host(tmp_path):
     config = write_json(tmp_path, "down.json", {"api_key": "k", "base_url": "http://127.0.0.1:9", "max_retries": 2})
     for result in (tap(["--config", config], clean_env()), setup(["--config", config, "sync-settings"], clean_env())):
@@ -364,6 +371,7 @@ def test_help_names_the_environment_the_setup_command_and_the_sandbox():
 
 
 # --- 7. the log: quiet by default, the SDK's metrics on request -------------------------------------------
+@pytest.mark.slow
 def test_default_log_is_a_line_per_company_and_a_summary_per_stream(start_sandbox):
     sandbox = start_sandbox(companies=3, orders=200)
     assert setup(["create-company", "--name", "Not Yet", "--platform", "Stripe"], sandbox_env(sandbox)).returncode == 0
@@ -405,6 +413,7 @@ def tap_messages(base_url: str, key: str, state: dict | None, tmp_path: Path) ->
     return records, [m for m in messages if m["type"] == "STATE"][-1]["value"]
 
 
+@pytest.mark.slow
 def test_the_sandbox_world_survives_a_restart_and_state_stays_consistent(tmp_path):
     data = tmp_path / "world"
     with sandbox_run(data) as (base_url, key):
@@ -482,6 +491,7 @@ def readme_commands(section: str) -> list[str]:
     return commands
 
 
+@pytest.mark.slow
 def test_the_readme_steps_work_as_written_against_the_sandbox(start_sandbox, tmp_path):
     sandbox = start_sandbox(companies=0, orders=40, sync_delay=0.5)
     commands = readme_commands("Use it with a real Codat account")

@@ -93,6 +93,7 @@ def test_a_record_restamped_after_page_one_shifts_nothing_past_the_cursor(start_
     assert_no_bookmark_passes_an_unemitted_record(run, api.truth())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("after_pages", [2, 9, 23])
 def test_changes_during_a_large_read_lose_nothing(start_sandbox, after_pages):
     """6,000 orders, page size 200, 300 updates per data type landing mid-read."""
@@ -105,6 +106,7 @@ def test_changes_during_a_large_read_lose_nothing(start_sandbox, after_pages):
     assert_no_bookmark_passes_an_unemitted_record(run, api.truth())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [3, 11])
 def test_repeated_restamps_with_concurrency_lose_nothing(start_sandbox, seed):
     sandbox = start_sandbox(seed=seed, companies=3, orders=800)
@@ -116,6 +118,7 @@ def test_repeated_restamps_with_concurrency_lose_nothing(start_sandbox, seed):
     assert_no_bookmark_passes_an_unemitted_record(run, api.truth())
 
 
+@pytest.mark.slow
 def test_a_second_larger_than_a_page_is_read_whole_and_once(start_sandbox):
     """A re-map stamps 900 orders with one modifiedDate; pages hold 50."""
     sandbox = start_sandbox(companies=1, orders=1000, accounting_every=0)
@@ -138,6 +141,7 @@ def test_a_second_larger_than_a_page_is_read_whole_and_once(start_sandbox):
     assert len(order_requests) <= 2 * (len(truth_group) // 50 + 3)  # no endless loop, no re-reads
 
 
+@pytest.mark.slow
 def test_a_second_that_shrinks_while_it_is_read_is_read_again(start_sandbox):
     sandbox = start_sandbox(companies=1, orders=700, accounting_every=0)
     api = Api(sandbox)
@@ -150,6 +154,7 @@ def test_a_second_that_shrinks_while_it_is_read_is_read_again(start_sandbox):
 
 
 # --- 2. a server that answers fewer records than asked -------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize(("cap", "orders", "companies"), [(2000, 4500, 1), (7, 120, 9), (1, 25, 3)])
 def test_a_server_that_caps_page_size_is_read_whole(start_sandbox, cap, orders, companies):
     sandbox = start_sandbox(companies=companies, orders=orders, page_size_cap=cap)
@@ -184,6 +189,7 @@ def test_whole_second_then_fraction_in_the_same_second_is_no_sort_error(start_sa
     assert order_ids(again) == ["o5"]  # >= the bookmark's second: the last record only
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bookmark", ["0001-01-01T00:00:00Z", "0001-01-01T00:00:00", "0001-01-01T00:00:00.000000Z"])
 def test_a_year_one_bookmark_is_a_query_codat_accepts(start_sandbox, bookmark):
     sandbox = start_sandbox(companies=1, orders=30, accounting_every=0)
@@ -246,6 +252,7 @@ def read_unordered(start_sandbox, tmp_path, stamps: list[str | None],
     return records, bookmarks(states[-1], "orders")[(company_id, connection_id)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("concurrency", [1, 8])
 def test_an_unsorted_server_loses_nothing_and_stops_nothing(start_sandbox, tmp_path, concurrency):
     """Records older than the one before them, within pages of a server that ignores orderBy."""
@@ -256,6 +263,7 @@ def test_an_unsorted_server_loses_nothing_and_stops_nothing(start_sandbox, tmp_p
     assert bookmark == "2025-05-01T00:00:08.000000Z"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("nulls_first", [True, False])
 def test_null_modified_dates_are_read_by_a_full_read(start_sandbox, nulls_first):
     sandbox = start_sandbox(companies=1, orders=10, accounting_every=0, nulls_first=nulls_first)
@@ -290,6 +298,7 @@ def test_a_catalog_forcing_full_table_reads_everything_despite_state(start_sandb
     assert len(forced.records["customers"]) < len(first.records["customers"])  # others stay incremental
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("replication_key", [None, "createdDate"])
 def test_a_bookmark_for_another_replication_key_is_not_applied(start_sandbox, replication_key):
     sandbox = start_sandbox(companies=1, orders=600, accounting_every=0)
@@ -414,6 +423,7 @@ def test_a_bookmark_already_in_the_future_is_read_as_if_there_were_none(start_sa
 
 
 # --- 6. the newest version wins (issue 20, point 7) ----------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize(("concurrency", "page_size"), [(1, 2), (8, 2), (1, 3)])
 def test_a_record_restamped_within_the_second_being_read_is_emitted_again_newest_last(
         start_sandbox, concurrency, page_size):

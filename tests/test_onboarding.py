@@ -38,6 +38,7 @@ def linked_company(start_sandbox, name: str, platform: str, **settings):
     return sandbox, client, onboarded
 
 
+@pytest.mark.slow
 def test_the_whole_workflow_as_a_user_runs_it(start_sandbox, tmp_path):
     sandbox = start_sandbox(companies=1, orders=80, sync_delay=1.5)
     config = write_json(tmp_path, "config.json", tap_config(sandbox))
@@ -124,6 +125,7 @@ def test_a_failed_connection_removes_the_company_it_created(start_sandbox):
     assert Api(sandbox).companies() == []
 
 
+@pytest.mark.slow
 def test_refresh_and_unknown_inputs(start_sandbox):
     sandbox = start_sandbox(companies=1)
     company = Api(sandbox).companies()[0]["id"]
@@ -138,6 +140,7 @@ def test_refresh_and_unknown_inputs(start_sandbox):
     assert unknown_company.returncode == 1 and "no company with id" in unknown_company.stderr
 
 
+@pytest.mark.slow
 def test_wait_times_out_naming_what_is_still_syncing(start_sandbox):
     sandbox, _, onboarded = linked_company(start_sandbox, "Slowpoke", "Stripe", sync_delay=60)
     result = setup_cli(["wait", "--company", onboarded.company_id, "--timeout", "1", "--interval", "0.2"], sandbox)
@@ -190,6 +193,7 @@ def test_tap_skips_never_synced_types_without_asking(start_sandbox, caplog):
     assert len(skipped) == 9 and all(onboarded.connection_id in m for m in skipped)
 
 
+@pytest.mark.slow
 def test_refresh_before_read_queues_and_waits(start_sandbox):
     sandbox = start_sandbox(companies=0, orders=30, sync_delay=0.5)
     api = Api(sandbox)

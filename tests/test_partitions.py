@@ -71,6 +71,7 @@ KINDS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("kind", "data_type", "cause"), KINDS, ids=[k[0] for k in KINDS])
 def test_one_merchants_failure_stays_with_it_and_is_read_again(start_sandbox, tmp_path, kind, data_type, cause):
     sandbox = start_sandbox(companies=5, orders=40, seed=7)
@@ -106,6 +107,7 @@ def test_one_merchants_failure_stays_with_it_and_is_read_again(start_sandbox, tm
     assert truth[victim] - emitted[victim] <= read_again[victim]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("after", [0, 1, 3], ids=["before-connections", "before-dataStatus", "during-data"])
 def test_a_company_deleted_mid_run_is_skipped_with_one_warning_and_is_no_failure(start_sandbox, tmp_path, after):
     sandbox = start_sandbox(companies=4, orders=30, seed=3)
@@ -160,6 +162,7 @@ def test_one_data_type_forbidden_everywhere_trips_no_breaker(start_sandbox, tmp_
         assert emitted[company_id] == {k for k in keys if k[0] != "tax_components"}
 
 
+@pytest.mark.slow
 def test_the_summary_has_a_fixed_size_at_any_scale(start_sandbox, tmp_path):
     sizes = []
     for companies in (20, 100):  # both with more failures than are logged one by one
@@ -229,6 +232,7 @@ def test_a_maintenance_503_is_not_called_a_spent_quota(start_sandbox, tmp_path):
     assert "daily quota" not in errors[0]
 
 
+@pytest.mark.slow
 def test_the_quota_reserve_stops_cleanly_with_its_own_exit_code(start_sandbox, tmp_path):
     sandbox = start_sandbox(companies=3, orders=40, daily_quota=60)
     api = Api(sandbox)
@@ -246,6 +250,7 @@ def test_the_quota_reserve_stops_cleanly_with_its_own_exit_code(start_sandbox, t
     assert {c: first[c] | second[c] for c in truth} == truth
 
 
+@pytest.mark.slow
 def test_a_429_without_retry_after_is_waited_out_and_every_thread_holds(start_sandbox, tmp_path):
     sandbox = start_sandbox(companies=2, orders=20)
     api = Api(sandbox)
@@ -260,6 +265,7 @@ def test_a_429_without_retry_after_is_waited_out_and_every_thread_holds(start_sa
 
 
 # --- never hang (issue 20, points 1 and 2) --------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["trickle", "silent"])
 def test_a_response_that_never_ends_times_out_whole(start_sandbox, tmp_path, mode):
     sandbox = start_sandbox(companies=1, orders=20)
@@ -276,6 +282,7 @@ def test_a_response_that_never_ends_times_out_whole(start_sandbox, tmp_path, mod
 
 @pytest.mark.parametrize(("signum", "concurrency"), [(signal.SIGTERM, 16), (signal.SIGINT, 16),
                                                      (signal.SIGTERM, 1)])
+@pytest.mark.slow
 def test_a_signal_ends_the_run_within_two_seconds_whatever_is_in_flight(start_sandbox, tmp_path, signum,
                                                                          concurrency):
     sandbox = start_sandbox(companies=2, orders=50)
@@ -310,6 +317,7 @@ def test_a_catalog_of_unknown_streams_is_an_error(start_sandbox, tmp_path):
     assert len(errors) == 1 and "selects no stream this tap has" in errors[0] and "invoices" in errors[0]
 
 
+@pytest.mark.slow
 def test_company_ids_of_which_none_exists_is_an_error_but_an_empty_shard_is_not(start_sandbox, tmp_path):
     sandbox = start_sandbox(companies=1, orders=5)
     missing = "00000000-0000-4000-8000-000000000000"
@@ -319,6 +327,7 @@ def test_company_ids_of_which_none_exists_is_an_error_but_an_empty_shard_is_not(
     assert shards == [0] * 8  # seven of them hold no company: that is no error
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["/dev/full", "closed"])
 def test_stdout_that_cannot_be_written_is_one_line(start_sandbox, tmp_path, target):
     sandbox = start_sandbox(companies=2, orders=200)
@@ -375,6 +384,7 @@ def test_meltano_keeps_the_state_of_what_succeeded_when_the_tap_finishes_with_fa
     assert data_reads and all(victim in r["path"] and r["path"].endswith("commerce-orders") for r in data_reads)
 
 
+@pytest.mark.slow
 def test_progress_lines_replace_one_line_per_company_at_scale(start_sandbox, tmp_path):
     sandbox = start_sandbox(companies=30, orders=2)
     often = run(tmp_path, sandbox, "progress", progress_interval=0.001)

@@ -49,6 +49,7 @@ def assert_no_secret(*texts: str) -> None:
 
 
 # 1. transient faults ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_storm_of_transient_faults_loses_nothing(start_sandbox):
     sandbox = start_sandbox(companies=4, orders=200, seed=21)
     api = Api(sandbox)
@@ -67,6 +68,7 @@ def test_a_storm_of_transient_faults_loses_nothing(start_sandbox):
      "not valid JSON", 3),
     ({"status": 401, "count": 10_000, "path": "/data/commerce-payments"}, "refused the API key (401", 1),
 ])
+@pytest.mark.slow
 def test_permanent_faults_stop_cleanly_and_the_last_state_resumes(start_sandbox, tmp_path, script, expected,
                                                                    exit_code):
     sandbox = start_sandbox(companies=3, orders=150, api_key=SECRET)
@@ -94,6 +96,7 @@ def test_permanent_faults_stop_cleanly_and_the_last_state_resumes(start_sandbox,
 
 
 # 3. crash and resume --------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_kill_9_at_a_random_point_then_resume_covers_everything(start_sandbox, tmp_path, seed):
     sandbox = start_sandbox(companies=3, orders=1500, latency_ms=2)
@@ -135,6 +138,7 @@ def test_non_https_to_a_remote_host_is_refused_before_any_request(tmp_path):
 
 
 # 5. secrets on every error path -----------------------------------------------------------------
+@pytest.mark.slow
 def test_no_secret_on_any_error_path(start_sandbox, tmp_path):
     sandbox = start_sandbox(companies=1, orders=20, api_key=SECRET, daily_quota=4)
     debug = {**os.environ, "LOGLEVEL": "DEBUG"}
@@ -203,6 +207,7 @@ def test_a_record_without_an_id_fails_its_partition_with_a_clear_line(start_sand
     assert Counter(m["stream"] for m in result.messages if m["type"] == "RECORD")["payments"] > 0
 
 
+@pytest.mark.slow
 def test_slow_but_within_timeout_is_just_slow(start_sandbox):
     sandbox = start_sandbox(companies=1, orders=30, latency_ms=400)
     started = time.monotonic()

@@ -150,6 +150,7 @@ def enable_commerce_first_link(api: Api) -> None:
     assert api.post("/profile/syncSettings", json=profile).status_code == 204
 
 
+@pytest.mark.slow
 def test_linking_queues_first_sync_and_sync_runs_its_life_cycle(start_sandbox):
     api = Api(start_sandbox(companies=0, orders=50, sync_delay=3))  # 1 s a phase: no poll can miss one
     enable_commerce_first_link(api)
@@ -201,6 +202,7 @@ def spec_validators(codat_spec) -> dict[str, jsonschema.protocols.Validator]:
             for path, name in SPEC_COMPONENT.items()}
 
 
+@pytest.mark.slow
 def test_every_record_of_every_platform_validates_against_the_spec(api, spec_validators):
     checked: Counter[str] = Counter()
     for company, connection in api.commerce_connections():
@@ -411,6 +413,7 @@ def test_rate_limit_headers_on_every_response(api):
     assert int(api.get("/companies").headers["X-Rate-Limit-Remaining"]) == first - 1
 
 
+@pytest.mark.slow
 def test_per_company_concurrency_limit(start_sandbox):
     # 2 s per answer: all 16 requests are surely in flight together, even on a loaded machine
     api = Api(start_sandbox(companies=1, orders=10, concurrency_limit=10, latency_ms=2000, retry_after=2))
@@ -481,6 +484,7 @@ def test_scripted_fault_answers_a_status_after_n_requests(api):
 
 
 # 10 ------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_million_orders_are_served_by_index(start_sandbox):
     sandbox = start_sandbox(companies=1, orders=1_000_000)
     api = Api(sandbox)

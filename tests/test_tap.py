@@ -44,6 +44,7 @@ def sandbox(start_sandbox):
     return start_sandbox(companies=6, orders=150)
 
 
+@pytest.mark.slow
 def test_full_sync_emits_exactly_the_sandbox_records(sandbox):
     api = Api(sandbox)
     run = run_tap(tap_config(sandbox, page_size=40))
@@ -66,6 +67,7 @@ def test_full_sync_emits_exactly_the_sandbox_records(sandbox):
     assert not requested & accounting  # never even asked
 
 
+@pytest.mark.slow
 def test_second_run_fetches_only_what_changed(sandbox):
     api = Api(sandbox)
     config = tap_config(sandbox, skip_unchanged=False)  # the bookmark's own behaviour (test_changes.py: skipping)
@@ -203,6 +205,7 @@ def test_the_portal_basic_value_is_accepted(sandbox):
 
 
 # --- retries -----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_429_retry_after_is_honoured_exactly(sandbox):
     api = Api(sandbox)
     api.faults(script={"status": 429, "count": 2, "retry_after": "1", "path": "/data/commerce-orders"})
@@ -221,6 +224,7 @@ def test_retry_after_as_an_http_date():
     assert parse_retry_after("7") == 7 and parse_retry_after("soon") is None
 
 
+@pytest.mark.slow
 def test_http_date_retry_after_from_the_server(sandbox):
     api = Api(sandbox)
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=2), usegmt=True)
@@ -258,6 +262,7 @@ def test_quota_exhausted_mid_sync_exits_non_zero_with_one_line(start_sandbox, tm
     {"truncate_rate": 0.2},
     {"concurrency_limit": 1, "latency_ms": 5},
 ])
+@pytest.mark.slow
 def test_transient_faults_are_retried_and_nothing_is_lost(start_sandbox, faults):
     sandbox = start_sandbox(companies=3, orders=120, seed=11)
     api = Api(sandbox)
@@ -285,6 +290,7 @@ RECOGNISABLE_KEY = "sk-RECOGNISABLE-0123456789abcdef"
     (401, 1, "Codat refused the API key (401"),  # the key: every company, the run stops
     (403, 3, "Sync finished, with failures"),  # this key may not read these companies: theirs alone
 ])
+@pytest.mark.slow
 def test_auth_failures_stop_with_a_clear_line_and_no_secret(start_sandbox, tmp_path, status, exit_code, expected):
     sandbox = start_sandbox(companies=2, orders=30, api_key=RECOGNISABLE_KEY)
     Api(sandbox).faults(script={"status": status, "after": 5, "count": 1000})
@@ -321,6 +327,7 @@ def test_key_never_logged_on_success_at_debug(start_sandbox, tmp_path):
     ({"start_date": "yesterday-ish"}, "start_date"),
     ({"company_ids": ["acme"]}, "company_ids"),
 ])
+@pytest.mark.slow
 def test_bad_config_is_one_clear_line(tmp_path, override, setting):
     config = {"api_key": "k", "base_url": "http://127.0.0.1:9", **override}
     config = {k: v for k, v in config.items() if v is not None}

@@ -75,6 +75,7 @@ def orders_catalog(tmp_path, *, select_properties: set[str] | None = None) -> st
 
 
 # 1. money stays exact -----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_money_keeps_every_digit_from_the_api_to_the_target(start_sandbox, tmp_path):
     sandbox = start_sandbox(companies=1, orders=5, accounting_every=0)
     api = Api(sandbox)
@@ -126,6 +127,7 @@ def test_the_writer_never_fails_where_the_sdk_writer_succeeds(value):
     assert json.loads(serialize({"v": value}), parse_float=Decimal) == expected
 
 
+@pytest.mark.slow
 def test_stream_maps_producing_big_integers_and_timedeltas_are_written(start_sandbox, tmp_path):
     sandbox = start_sandbox(companies=1, orders=20, accounting_every=0)
     config = tap_config(sandbox, stream_maps={"orders": {
@@ -151,6 +153,7 @@ def assert_records_within_schema(messages: list[dict]) -> None:
             assert set(message["record"]) <= set(schemas[message["stream"]]["properties"]), message["stream"]
 
 
+@pytest.mark.slow
 def test_undeclared_fields_are_dropped_with_one_warning_per_field_and_stream(start_sandbox, tmp_path):
     sandbox = start_sandbox(companies=2, orders=30, drift=True)
     result = run_cli(["--config", write_json(tmp_path, "config.json", tap_config(sandbox)),
@@ -175,6 +178,7 @@ def test_undeclared_fields_are_dropped_with_one_warning_per_field_and_stream(sta
     assert not any("addedByCodatLater" in key for o in flat_orders for key in o)  # no undeclared columns
 
 
+@pytest.mark.slow
 def test_undeclared_fields_can_be_kept_declared_as_untyped_json(start_sandbox, tmp_path):
     sandbox = start_sandbox(companies=1, orders=30, drift=True, accounting_every=0)
     api = Api(sandbox)
@@ -205,6 +209,7 @@ def test_undeclared_fields_can_be_kept_declared_as_untyped_json(start_sandbox, t
 
 
 # 4. a value that cannot be its type ------------------------------------------------------------------
+@pytest.mark.slow
 def test_values_that_cannot_be_their_type_become_null_with_one_warning_each(start_sandbox, tmp_path):
     sandbox = start_sandbox(companies=1, orders=5, accounting_every=0)
     api = Api(sandbox)
@@ -265,6 +270,7 @@ def metric_points(stderr: str, name: str) -> list[dict]:
     return points
 
 
+@pytest.mark.slow
 def test_http_metrics_are_emitted_for_every_request_tagged_as_the_sdk_tags_them(start_sandbox, tmp_path):
     sandbox = start_sandbox(companies=3, orders=120)
     api = Api(sandbox)
@@ -292,6 +298,7 @@ def test_http_metrics_are_emitted_for_every_request_tagged_as_the_sdk_tags_them(
 
 
 # 7. stopped is not succeeded -------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_mid_sync_exits_non_zero_and_the_last_state_resumes(start_sandbox, tmp_path, signum):
     sandbox = start_sandbox(companies=3, orders=1500, latency_ms=2)
@@ -366,6 +373,7 @@ def assert_every_record_fits_its_schema(messages: list[dict]) -> int:
     return checked
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("undeclared", ["drop", "keep"])
 def test_every_record_validates_against_the_schema_it_was_sent_under(start_sandbox, tmp_path, undeclared):
     sandbox = start_sandbox(companies=1, orders=5, accounting_every=0)

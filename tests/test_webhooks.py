@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 import requests
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
@@ -76,6 +77,7 @@ def test_the_signature_matches_svixs_published_known_answer():
     assert StandardWebhook(secret).sign(message_id, datetime.fromtimestamp(timestamp, UTC), body.decode()) == expected
 
 
+@pytest.mark.slow
 def test_valid_deliveries_are_written_once_across_repeats_and_restarts(tmp_path):
     events = tmp_path / "events.jsonl"
     body = json.dumps(event()).encode()
@@ -129,6 +131,7 @@ def test_what_is_not_a_valid_delivery_is_refused_and_nothing_written(tmp_path):
     assert "client.rateLimit.reached" in text and SECRET not in text and SECRET[6:] not in text
 
 
+@pytest.mark.slow
 def test_the_secret_comes_from_the_environment_and_bad_ones_get_one_line(tmp_path):
     command = [sys.executable, "-m", "tap_codat_commerce.onboarding", "receive", "--port", "0", "--events-file",
                str(tmp_path / "events.jsonl")]
@@ -150,6 +153,7 @@ def test_the_secret_comes_from_the_environment_and_bad_ones_get_one_line(tmp_pat
 
 
 # --- the events file ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_two_receivers_and_claims_meanwhile_keep_every_event_whole_and_once(tmp_path):
     events = tmp_path / "events.jsonl"
     queue = EventQueue(events)
@@ -208,6 +212,7 @@ def test_four_shards_together_consume_every_event_exactly_once(tmp_path):
 
 
 # --- the sandbox's deliveries -----------------------------------------------------------------------
+@pytest.mark.slow
 def test_the_sandbox_signs_retries_duplicates_and_sends_stale_deliveries(start_sandbox, tmp_path):
     events = tmp_path / "events.jsonl"
     with receiver_process(events, SECRET) as url:
@@ -250,6 +255,7 @@ def cli_run(tmp_path: Path, name: str, config: dict, state: dict | None) -> tupl
     return done.returncode, states[-1] if states else (state or {}), done.stderr
 
 
+@pytest.mark.slow
 def test_webhook_driven_runs_read_exactly_the_changed_triples_and_lose_no_event(start_sandbox, tmp_path):
     events = tmp_path / "events.jsonl"
     with receiver_process(events, SECRET) as url:
