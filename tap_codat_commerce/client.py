@@ -18,13 +18,11 @@ from singer_sdk.mapper import RemoveRecordTransform
 from singer_sdk.schema.source import SchemaDirectory, StreamSchema
 
 from .codat.dates import format_instant
-from .codat.errors import TooDeepError
 from .codat.http import MAX_PAGE_SIZE, CodatClient, CodatError
 from .failures import RunReport
 from .normalise import (
     Normaliser,
     UndeclaredMode,
-    UnfitValueError,
     build_normaliser,
     declare_undeclared,
     without_empty_properties,
@@ -150,10 +148,8 @@ class CodatStream(Stream):
             # Built on first use: the catalog (what SCHEMA declares) is applied after __init__.
             self._normaliser = build_normaliser(self.effective_schema, self.name, self.undeclared_fields)
         if self._normaliser:
-            try:
-                self._normaliser(row)  # type: ignore[operator]
-            except (UnfitValueError, TooDeepError) as exc:  # that partition stops, with one line
-                raise type(exc)(f"{self.name} ({partition_name(context)}): {exc}") from None
+            # UnfitValueError / TooDeepError stop the partition: sync_partition names stream, company, connection
+            self._normaliser(row)  # type: ignore[operator]
         return row
 
     def generate_child_contexts(self, record: dict[str, Any], context: Context | None) -> Iterable[Context | None]:

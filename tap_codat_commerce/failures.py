@@ -84,7 +84,6 @@ class RunReport:
             self._gone: set[tuple[str, str | None]] = set()
             self._streak_cause: str | None = None
             self._streak = 0
-            self.companies_finished = 0
 
     # --- what happened ---------------------------------------------------------------------
     def failed(self, company_id: str, connection_id: str | None, stream: str, error: CodatError) -> None:
@@ -122,7 +121,6 @@ class RunReport:
     def company_finished(self, company_id: str) -> None:
         """Every partition of the company is done: update the breaker; raises CircuitOpenError."""
         with self._lock:
-            self.companies_finished += 1
             outcome = self._companies.pop(company_id, None)
             if outcome is None or not outcome.causes:
                 self._streak_cause, self._streak = None, 0
@@ -141,11 +139,6 @@ class RunReport:
                 f"{self.max_failed_companies}")
 
     # --- the end ---------------------------------------------------------------------------
-    @property
-    def failed_companies(self) -> int:
-        with self._lock:
-            return len({f.company_id for f in self.failures})
-
     def summary(self, companies: int) -> list[str]:
         """The end-of-run lines (empty when nothing failed); fixed size at any scale. The last
         one says "finished, with failures" and how many."""

@@ -54,11 +54,9 @@ def serialize(data: dict[str, Any]) -> bytes:
     try:
         return serialize_json(data).encode() + b"\n"
     except RecursionError:  # nested deeper than the SDK's serialiser follows (~1,000 levels)
-        record = data.get("record")
-        where = ", ".join(f"{key.removesuffix('Id')} {record[key]}" for key in ("companyId", "connectionId")
-                          if isinstance(record, dict) and key in record)
-        raise TooDeepError(f"{data.get('stream', data.get('type'))} ({where}): a record holds JSON nested deeper than "
-                           "can be written (about 1,000 levels); stopping rather than writing it cut") from None
+        # the partition fails; the run's report names its stream, company and connection
+        raise TooDeepError("a record holds JSON nested deeper than can be written (about 1,000 levels); "
+                           "stopping rather than writing it cut") from None
 
 
 class OrjsonWriter(GenericSingerWriter[bytes, Message]):

@@ -50,7 +50,6 @@ class CompaniesStream(CodatStream):
 
     name = "companies"
     primary_keys = ("id",)
-    companies_in_run = 0  # companies this run visits (after shards and events), once listed
 
     def open(self, context: Context | None) -> PageStream:
         return PageStream(self.client, "/companies", page_size=self.page_size)
@@ -121,7 +120,6 @@ class CompaniesStream(CodatStream):
         only = self.services.changes.companies
         mine = [c for c in self._companies() if shard_of(c["id"], shard_count) == shard_index
                 and (only is None or c["id"] in only)]
-        self.companies_in_run = len(mine)
         ranks = self.services.company_rank
         ranks.clear()
         ranks.update((company["id"], position) for position, company in enumerate(mine))
@@ -365,12 +363,10 @@ class CommerceStream(CodatStream):
     def post_process(self, row: dict[str, Any], context: Context | None = None) -> dict[str, Any] | None:
         assert context is not None
         if row.__class__ is not dict:
-            raise RecordError(f"{self.name} (company {context['companyId']}, connection {context['connectionId']}): "
-                              f"Codat sent a record that is {type(row).__name__}, not a JSON object; stopping "
+            raise RecordError(f"Codat sent a record that is {type(row).__name__}, not a JSON object; stopping "
                               "rather than loading it")
         if not self.endpoint.single_object and row.get("id") is None:
-            raise RecordError(f"{self.name} (company {context['companyId']}, connection {context['connectionId']}): "
-                              "Codat sent a record without an id, which cannot be keyed; stopping rather than "
+            raise RecordError("Codat sent a record without an id, which cannot be keyed; stopping rather than "
                               "loading it unkeyed")
         if self.replication_key and self.replication_key not in row:
             self._warn_keyless(context)

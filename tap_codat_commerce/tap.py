@@ -266,7 +266,7 @@ class TapCodatCommerce(Tap):
         with contextlib.suppress(OutputError):  # the target is gone: nothing more can reach it
             self.state_writer.flush(self.state)  # now, whatever the interval
         if "client" in self.__dict__:
-            self.client.abort()  # requests in flight end now, not when the server answers
+            self.client.cancel_pending()  # requests in flight end now, not when the server answers
 
     @cached_property
     def request_metrics(self) -> RequestMetrics:
@@ -393,8 +393,7 @@ class TapCodatCommerce(Tap):
 
     def _log_summary(self, *, error: bool) -> list[str]:
         """Log the report's summary (its last line too, unless ``error``: the caller reports it)."""
-        companies = self.streams["companies"]
-        lines = self.report.summary(companies.companies_in_run if isinstance(companies, CompaniesStream) else 0)
+        lines = self.report.summary(self.progress.total)  # the companies this run visits
         for line in lines[:-1] if error else lines:
             self.logger.warning("%s", line)
         return lines

@@ -43,7 +43,6 @@ class RequestBudget:
         self._places: list[Place] = []
         self._lock = threading.Lock()
         self._hold_until = 0.0
-        self.waited = 0.0  # seconds spent waiting for the budget, all threads together
 
     def acquire(self, stop: threading.Event) -> Place:
         """Wait until a request may be sent; its place counts from now until :meth:`release` + 60 s.
@@ -51,7 +50,6 @@ class RequestBudget:
         Waits in slices of at most a second on ``stop``; raises CancelledError once ``stop`` is
         set (a signal handler on the main thread interrupts the wait as well).
         """
-        started: float | None = None
         while True:
             with self._lock:
                 now = self._clock()
@@ -65,11 +63,7 @@ class RequestBudget:
                     place = Place()
                     if self.per_minute:
                         self._places.append(place)
-                    if started is not None:
-                        self.waited += now - started
                     return place
-                if started is None:
-                    started = now
             if stop.wait(min(wait, 1.0)):
                 raise CancelledError("cancelled: the run is stopping")
 

@@ -243,10 +243,7 @@ class CodatClient:
         self.budget = RequestBudget(requests_per_minute)
         self.quota_reserve = max(0, quota_reserve)
         self.quota_remaining: int | None = None  # X-Rate-Limit-Remaining of the latest response
-        self.sent = 0  # HTTP attempts made
-        self.throttled = 0  # 429s met
         self._watchdog = Watchdog()
-        self._count_lock = threading.Lock()
         self._headers = {"Authorization": auth_header(api_key), "Accept": "application/json",
                          "User-Agent": user_agent}
         self._local = threading.local()
@@ -328,8 +325,6 @@ class CodatClient:
             try:
                 with slot or contextlib.nullcontext():
                     place = self.budget.acquire(stop)  # in the company's slot: sent as soon as counted
-                    with self._count_lock:
-                        self.sent += 1
                     started = time.perf_counter()
                     try:
                         with self._watchdog.watch(self.timeout) as watch:
@@ -367,8 +362,6 @@ class CodatClient:
                 wait = parse_retry_after(response.headers.get("Retry-After"))
                 if status == 429:
                     throttles += 1
-                    with self._count_lock:
-                        self.throttled += 1
                     throttled_since = throttled_since or time.monotonic()
                     wait = self._throttle_wait(what, path, response, wait, throttles=throttles, since=throttled_since)
                     self.budget.hold(wait)
@@ -420,10 +413,6 @@ class CodatClient:
             raise QuotaReserveReachedError(
                 f"Codat's daily quota has {remaining:,} requests left, below quota_reserve={self.quota_reserve:,}; "
                 f"stopping so that the client's other applications keep them (the quota resets {reset})")
-
-    def abort(self) -> None:
-        """The run is stopping now: end every wait and cut off every request in flight."""
-        self.cancel_pending()
 
     def _observe(self, method: str, path: str, status: int | None, started: float) -> None:
         if self.observer is None:
